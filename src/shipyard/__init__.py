@@ -1,0 +1,1 @@
+"""Shipyard: a self-hosted deployment platform."""
