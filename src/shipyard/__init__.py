@@ -1,1 +1,3 @@
 """Shipyard: a self-hosted deployment platform."""
+
+__version__ = "0.1.0"

@@ -33,6 +33,10 @@ class TaskKind(enum.StrEnum):
     ROLLBACK = "rollback"
 
 
+def _values(enum_class: type[enum.Enum]) -> list[str]:
+    return [member.value for member in enum_class]
+
+
 class DeployTask(Timestamps, Base):
     __tablename__ = "deploy_tasks"
     __table_args__ = (
@@ -49,7 +53,8 @@ class DeployTask(Timestamps, Base):
     target_id: Mapped[int] = mapped_column(ForeignKey("targets.id", ondelete="CASCADE"))
     environment_id: Mapped[int] = mapped_column(
         ForeignKey("environments.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[TaskKind] = mapped_column(Enum(TaskKind, native_enum=False, length=16),
+    kind: Mapped[TaskKind] = mapped_column(Enum(TaskKind, native_enum=False, length=16,
+                                                values_callable=_values),
                                            default=TaskKind.DEPLOY)
     title: Mapped[str] = mapped_column(String(200))
     ref: Mapped[str] = mapped_column(String(255))
@@ -59,13 +64,15 @@ class DeployTask(Timestamps, Base):
     rollback_to: Mapped[str | None] = mapped_column(String(64))
     parent_task_id: Mapped[int | None] = mapped_column(
         ForeignKey("deploy_tasks.id", ondelete="SET NULL"))
-    state: Mapped[TaskState] = mapped_column(Enum(TaskState, native_enum=False, length=24))
+    state: Mapped[TaskState] = mapped_column(Enum(TaskState, native_enum=False, length=24,
+                                                   values_callable=_values))
     submitted_by_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     reject_reason: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id",
                                                                  ondelete="SET NULL"))
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shipyard.models.base import Base, Timestamps
 from shipyard.models.types import JSONValue, UTCDateTime
@@ -53,5 +53,6 @@ class Server(Timestamps, Base):
     labels: Mapped[list[str]] = mapped_column(JSONValue, default=list)
     credential_id: Mapped[int | None] = mapped_column(
         ForeignKey("credentials.id", ondelete="RESTRICT"), index=True)
+    credential: Mapped[Credential | None] = relationship(lazy="joined")
     host_key: Mapped[str | None] = mapped_column(Text)
     host_key_recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, Table, Uniq
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shipyard.models.base import Base, Timestamps
-from shipyard.models.inventory import Server
+from shipyard.models.inventory import Credential, Environment, Server
 from shipyard.models.types import JSONValue
 
 target_servers = Table(
@@ -31,6 +31,7 @@ class Project(Timestamps, Base):
     repo_url: Mapped[str] = mapped_column(String(500))
     credential_id: Mapped[int | None] = mapped_column(
         ForeignKey("credentials.id", ondelete="RESTRICT"), index=True)
+    credential: Mapped[Credential | None] = relationship(lazy="joined")
     default_branch: Mapped[str] = mapped_column(String(200))
     # {"prev_deploy": str, "post_deploy": str}: run on the build host, MASTER+ only.
     hooks: Mapped[dict[str, str]] = mapped_column(JSONValue, default=dict)
@@ -51,6 +52,8 @@ class Target(Timestamps, Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     environment_id: Mapped[int] = mapped_column(
         ForeignKey("environments.id", ondelete="RESTRICT"), index=True)
+    project: Mapped[Project] = relationship(lazy="joined")
+    environment: Mapped[Environment] = relationship(lazy="joined")
     servers: Mapped[list[Server]] = relationship(secondary=target_servers, lazy="selectin",
                                                  order_by=Server.name)
     # Servers carrying any of these labels are targets too (resolved at deploy time).

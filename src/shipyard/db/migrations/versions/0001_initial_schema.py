@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:15:50.065627
+Create Date: 2026-11-22 00:24:08.442004
 """
 from collections.abc import Sequence
 
@@ -237,20 +237,21 @@ def upgrade() -> None:
     sa.Column('project_id', sa.Integer(), nullable=False),
     sa.Column('target_id', sa.Integer(), nullable=False),
     sa.Column('environment_id', sa.Integer(), nullable=False),
-    sa.Column('kind', sa.Enum('DEPLOY', 'ROLLBACK', name='taskkind', native_enum=False, length=16), nullable=False),
+    sa.Column('kind', sa.Enum('deploy', 'rollback', name='taskkind', native_enum=False, length=16), nullable=False),
     sa.Column('title', sa.String(length=200), nullable=False),
     sa.Column('ref', sa.String(length=255), nullable=False),
     sa.Column('commit_sha', sa.String(length=40), nullable=True),
     sa.Column('server_ids', shipyard.models.types.JSONValue(), nullable=True),
     sa.Column('rollback_to', sa.String(length=64), nullable=True),
     sa.Column('parent_task_id', sa.Integer(), nullable=True),
-    sa.Column('state', sa.Enum('PENDING_APPROVAL', 'APPROVED', 'REJECTED', 'QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED', name='taskstate', native_enum=False, length=24), nullable=False),
+    sa.Column('state', sa.Enum('pending_approval', 'approved', 'rejected', 'queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted', name='taskstate', native_enum=False, length=24), nullable=False),
     sa.Column('submitted_by_id', sa.Integer(), nullable=False),
     sa.Column('reject_reason', sa.Text(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('queued_at', shipyard.models.types.UTCDateTime(), nullable=True),
     sa.Column('started_at', shipyard.models.types.UTCDateTime(), nullable=True),
     sa.Column('finished_at', shipyard.models.types.UTCDateTime(), nullable=True),
+    sa.Column('cancel_requested_at', shipyard.models.types.UTCDateTime(), nullable=True),
     sa.Column('started_by_id', sa.Integer(), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('created_at', shipyard.models.types.UTCDateTime(), nullable=False),

@@ -1,0 +1,1 @@
+"""The ``shipyard`` command: server administration and an API client."""

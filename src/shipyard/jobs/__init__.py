@@ -1,0 +1,1 @@
+"""Running jobs: dispatched by the API, run in-process (embedded) or by Celery workers."""
