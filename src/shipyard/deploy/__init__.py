@@ -1,0 +1,1 @@
+"""The deploy engine: git, build, transport (ssh), release (remote layout), runner."""
