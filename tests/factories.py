@@ -144,3 +144,102 @@ class Factory:
                         json={"project": "shop", "environment": "test", "title": "first"})
         world.task_id = task["id"]
         return world
+
+
+@dataclass
+class DeployWorld:
+    """A space ``ops`` whose target ``app/test`` deploys to real fleet hosts."""
+
+    space: str
+    project: str
+    environment: str
+    repo: Path
+    base: str  # unique /srv/<base> per world: the shared fleet keeps state across tests
+    hosts: list[Any]
+
+    @property
+    def webroot(self) -> str:
+        return f"/srv/{self.base}/www"
+
+    @property
+    def releases(self) -> str:
+        return f"/srv/{self.base}/releases"
+
+    def path_on(self, host: Any, remote: str) -> Path:
+        """Where ``remote`` (a path under /srv on the host) is seen from this machine."""
+        return Path(host.host_dir) / remote.removeprefix("/srv/")
+
+
+def _deploy_world(self: Factory, hosts: list[Any], *, approvals: int = 0,
+                  target: dict[str, Any] | None = None, project: dict[str, Any] | None = None,
+                  files: dict[str, str] | None = None) -> DeployWorld:
+    import secrets as _secrets
+
+    base = "w" + _secrets.token_hex(4)
+    self.user("root", is_super=True)
+    if "ops" not in self.tokens.get("_spaces", ""):
+        self.space("ops", {"lead": "master", "dev": "developer", "viewer": "reporter"})
+        self.tokens["_spaces"] = self.tokens.get("_spaces", "") + ",ops"
+        self.api("root", "POST", "/spaces/ops/environments", json={"name": "test"},
+                 expect=201)
+        self.api("root", "POST", "/spaces/ops/environments", json={"name": "prod"},
+                 expect=201)
+        self.api("lead", "POST", "/spaces/ops/credentials", expect=201,
+                 json={"name": "fleet-key", "kind": "ssh_key",
+                       "secret": hosts[0].client_private_key})
+    for host in hosts:
+        if self.api("lead", "GET", f"/spaces/ops/servers/{host.name}", expect=None) is None \
+                or "code" in (self.api("lead", "GET", f"/spaces/ops/servers/{host.name}",
+                                       expect=None) or {}):
+            self.api("lead", "POST", "/spaces/ops/servers", expect=201,
+                     json={"name": host.name, "host": host.address, "port": host.port,
+                           "user": host.user, "credential": "fleet-key"})
+    repo = self.repo(base, files=files or {"index.html": "<h1>v1</h1>\n",
+                                           "static/app.js": "console.log(1)\n"})
+    self.api("lead", "POST", "/spaces/ops/projects", expect=201,
+             json={"name": base, "repo": str(repo), "default_branch": "main",
+                   **(project or {})})
+    self.api("lead", "POST", f"/spaces/ops/projects/{base}/targets", expect=201,
+             json={"environment": "test", "servers": [h.name for h in hosts],
+                   "webroot": f"/srv/{base}/www", "releases": f"/srv/{base}/releases",
+                   "approval": {"required": approvals}, **(target or {})})
+    return DeployWorld(space="ops", project=base, environment="test", repo=repo, base=base,
+                       hosts=list(hosts))
+
+
+def _deploy(self: Factory, world: DeployWorld, *, ref: str | None = None,
+            servers: list[str] | None = None, user: str = "dev",
+            expect_state: str | None = "succeeded", timeout: float = 90) -> dict[str, Any]:
+    """Submit, start and wait for a deploy task; return the final task."""
+    body: dict[str, Any] = {"project": world.project, "environment": world.environment,
+                            "title": "deploy"}
+    if ref:
+        body["ref"] = ref
+    if servers is not None:
+        body["servers"] = servers
+    task = self.api(user, "POST", f"/spaces/{world.space}/tasks", json=body, expect=201)
+    self.api(user, "POST", f"/spaces/{world.space}/tasks/{task['id']}/start")
+    return self.wait(world.space, task["id"], expect_state=expect_state, timeout=timeout)
+
+
+def _wait(self: Factory, space: str, task_id: int, *, expect_state: str | None = "succeeded",
+          timeout: float = 90) -> dict[str, Any]:
+    """Poll until the task is final (bounded); assert its state if given."""
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    final = {"succeeded", "failed", "cancelled", "interrupted", "rejected"}
+    while True:
+        task = self.api("root", "GET", f"/spaces/{space}/tasks/{task_id}")
+        if task["state"] in final:
+            break
+        assert _time.monotonic() < deadline, f"task {task_id} still {task['state']}"
+        _time.sleep(0.1)
+    if expect_state:
+        assert task["state"] == expect_state, task
+    return task
+
+
+Factory.deploy_world = _deploy_world  # type: ignore[attr-defined]
+Factory.deploy = _deploy  # type: ignore[attr-defined]
+Factory.wait = _wait  # type: ignore[attr-defined]

@@ -197,6 +197,8 @@ class TaskOut(BaseModel):
     reject_reason: str | None
     error: str | None
     rollback_to: str | None
+    release: str | None
+    parent_task_id: int | None
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime
@@ -211,6 +213,7 @@ class TaskOut(BaseModel):
                    environment=v.environment, ref=t.ref, commit=t.commit_sha,
                    servers=t.server_ids, state=t.state.value, submitted_by=v.submitted_by,
                    reject_reason=t.reject_reason, error=t.error, rollback_to=t.rollback_to,
+                   release=t.release, parent_task_id=t.parent_task_id,
                    cancel_requested=t.cancel_requested_at is not None,
                    created_at=t.created_at, updated_at=t.updated_at, started_at=t.started_at,
                    finished_at=t.finished_at, approvals=approvals)

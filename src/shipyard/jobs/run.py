@@ -1,12 +1,25 @@
-"""``run_task(task_id)``: the one code path a deploy job takes, wherever it runs."""
+"""``run_task(task_id)``: the one code path a deploy job takes, wherever it runs.
+
+    wait for the target's lock (the task stays ``queued``, with a log line saying why)
+    -> claim: queued -> running (compare-and-set; a second delivery of the job loses)
+    -> heartbeat: renew the lock lease and the task's heartbeat; notice cancel requests
+    -> run the deploy -> succeeded | failed | cancelled -> release the lock
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from shipyard.deploy.logsink import LogSink
+from shipyard.jobs.locks import TargetLocks
 from shipyard.models import DeployTask, TaskState
 from shipyard.models.types import utcnow
 
@@ -14,34 +27,134 @@ if TYPE_CHECKING:
     from shipyard.services.context import Runtime
 
 log = logging.getLogger(__name__)
+HEARTBEAT = 5.0
+LOCK_POLL = 1.0
+# A runner that has not beaten for this long is taken for dead (see recovery).
+STALE_AFTER = timedelta(seconds=60)
 
 
-def claim(runtime: Runtime, task_id: int) -> bool:
+def runner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def run_task(runtime: Runtime, task_id: int) -> None:
+    holder = runner_id()
+    locks = TargetLocks(runtime.sessions, holder)
+    with runtime.sessions() as db:
+        task = db.get(DeployTask, task_id)
+        if task is None or task.state is not TaskState.QUEUED:
+            return
+        target_id = task.target_id
+    sink = LogSink(runtime.sessions, task_id)
+    try:
+        if not _wait_for_lock(runtime, locks, target_id, task_id, sink):
+            return
+        try:
+            if not claim(runtime, task_id, holder):
+                log.info("task %s was not queued any more (cancelled or taken)", task_id)
+                return
+            _run_claimed(runtime, locks, target_id, task_id, sink)
+        finally:
+            locks.release(target_id, task_id)
+    finally:
+        sink.close()
+
+
+def _wait_for_lock(runtime: Runtime, locks: TargetLocks, target_id: int, task_id: int,
+                   sink: LogSink) -> bool:
+    """Block until this task holds the target's lock; False if it stopped being queued."""
+    told = 0
+    while True:
+        held = locks.acquire(target_id, task_id)
+        if held is None:
+            return True
+        if held.task_id and held.task_id != told:
+            sink.system(f"waiting: task #{held.task_id} is deploying to this target; this "
+                        "task starts when it finishes")
+            told = held.task_id
+        with runtime.sessions() as db:
+            state = db.scalar(select(DeployTask.state).where(DeployTask.id == task_id))
+        if state is not TaskState.QUEUED:
+            return False
+        time.sleep(LOCK_POLL)
+
+
+def claim(runtime: Runtime, task_id: int, holder: str) -> bool:
     """queued -> running, as a compare-and-set: of two deliveries of one job, one wins."""
+    from shipyard.deploy.release import make_release_id
+
+    now = utcnow()
     with runtime.sessions() as db, db.begin():
         result = db.execute(update(DeployTask)
                             .where(DeployTask.id == task_id,
                                    DeployTask.state == TaskState.QUEUED)
-                            .values(state=TaskState.RUNNING, started_at=utcnow(),
+                            .values(state=TaskState.RUNNING, started_at=now,
+                                    heartbeat_at=now, runner=holder,
+                                    release=make_release_id(task_id, now),
+                                    version=DeployTask.version + 1, updated_at=now))
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def finish(runtime: Runtime, task_id: int, state: TaskState, error: str | None = None) -> bool:
+    with runtime.sessions() as db, db.begin():
+        result = db.execute(update(DeployTask)
+                            .where(DeployTask.id == task_id,
+                                   DeployTask.state == TaskState.RUNNING)
+                            .values(state=state, error=error, finished_at=utcnow(),
                                     version=DeployTask.version + 1, updated_at=utcnow()))
         return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def finish(runtime: Runtime, task_id: int, state: TaskState, error: str | None = None) -> None:
-    with runtime.sessions() as db, db.begin():
-        db.execute(update(DeployTask)
-                   .where(DeployTask.id == task_id, DeployTask.state == TaskState.RUNNING)
-                   .values(state=state, error=error, finished_at=utcnow(),
-                           version=DeployTask.version + 1, updated_at=utcnow()))
+def _run_claimed(runtime: Runtime, locks: TargetLocks, target_id: int, task_id: int,
+                 sink: LogSink) -> None:
+    from shipyard.deploy.runner import Runner, load_job
+    from shipyard.errors import ShipyardError
 
-
-def run_task(runtime: Runtime, task_id: int) -> None:
-    if not claim(runtime, task_id):
-        log.info("task %s was not queued (already taken or cancelled)", task_id)
-        return
+    cancelled = threading.Event()
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, name=f"heartbeat-{task_id}",
+                            args=(runtime, locks, target_id, task_id, cancelled, stop),
+                            daemon=True)
+    beat.start()
     try:
-        from shipyard.deploy.runner import execute
-    except ImportError:
-        finish(runtime, task_id, TaskState.FAILED, "the deploy engine is not installed")
-        return
-    execute(runtime, task_id)
+        try:
+            job = load_job(runtime, task_id, utcnow())
+            outcome = Runner(runtime, job, sink, cancelled).run()
+        except ShipyardError as exc:
+            sink.system(f"failed: {exc.message}")
+            finish(runtime, task_id, TaskState.FAILED, exc.message)
+            return
+        except Exception as exc:
+            log.exception("task %s crashed", task_id)
+            sink.system(f"failed: internal error: {exc}")
+            finish(runtime, task_id, TaskState.FAILED, f"internal error: {exc}")
+            return
+        if outcome.cancelled:
+            finish(runtime, task_id, TaskState.CANCELLED, "cancelled while running")
+        elif outcome.succeeded:
+            finish(runtime, task_id, TaskState.SUCCEEDED)
+        else:
+            finish(runtime, task_id, TaskState.FAILED, outcome.error)
+    finally:
+        stop.set()
+        beat.join(timeout=10)
+
+
+def _heartbeat(runtime: Runtime, locks: TargetLocks, target_id: int, task_id: int,
+               cancelled: threading.Event, stop: threading.Event) -> None:
+    last_beat = 0.0
+    while not stop.wait(0.5):
+        try:
+            with runtime.sessions() as db:
+                requested = db.scalar(select(DeployTask.cancel_requested_at)
+                                      .where(DeployTask.id == task_id))
+            if requested is not None:
+                cancelled.set()
+            if time.monotonic() - last_beat >= HEARTBEAT:
+                last_beat = time.monotonic()
+                locks.renew(target_id, task_id)
+                with runtime.sessions() as db, db.begin():
+                    db.execute(update(DeployTask).where(DeployTask.id == task_id)
+                               .values(heartbeat_at=utcnow()))
+        except Exception:  # a database hiccup must not kill the heartbeat
+            log.exception("heartbeat of task %s failed", task_id)

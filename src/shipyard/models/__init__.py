@@ -12,11 +12,14 @@ from shipyard.models.deploys import (
 )
 from shipyard.models.inventory import Credential, Environment, Server
 from shipyard.models.projects import Project, Target, target_servers
+from shipyard.models.releases import HostRelease, TargetLock
+from shipyard.models.runs import HOST_STAGES, HostStep, LogLine, Stage, StepStatus
 from shipyard.models.tenancy import ProjectMember, Role, Space, SpaceMember, User
 
 __all__ = [
     "FINAL_STATES", "ApiToken", "Approval", "AuditEvent", "Base", "BrowserSession",
     "Credential", "DeployTask", "Environment", "LoginThrottle", "Project", "ProjectMember",
     "Role", "Server", "Space", "SpaceMember", "Target", "TaskKind", "TaskState", "User",
-    "target_servers",
+    "target_servers", "HOST_STAGES", "HostStep", "LogLine", "Stage", "StepStatus",
+    "HostRelease", "TargetLock",
 ]

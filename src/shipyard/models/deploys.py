@@ -75,6 +75,10 @@ class DeployTask(Timestamps, Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id",
                                                                  ondelete="SET NULL"))
+    # The runner renews this while it works; a stale heartbeat means the runner died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    runner: Mapped[str | None] = mapped_column(String(128))
+    release: Mapped[str | None] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:24:08.442004
+Create Date: 2026-11-22 00:25:21.453392
 """
 from collections.abc import Sequence
 
@@ -253,6 +253,9 @@ def upgrade() -> None:
     sa.Column('finished_at', shipyard.models.types.UTCDateTime(), nullable=True),
     sa.Column('cancel_requested_at', shipyard.models.types.UTCDateTime(), nullable=True),
     sa.Column('started_by_id', sa.Integer(), nullable=True),
+    sa.Column('heartbeat_at', shipyard.models.types.UTCDateTime(), nullable=True),
+    sa.Column('runner', sa.String(length=128), nullable=True),
+    sa.Column('release', sa.String(length=64), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('created_at', shipyard.models.types.UTCDateTime(), nullable=False),
     sa.Column('updated_at', shipyard.models.types.UTCDateTime(), nullable=False),
@@ -295,11 +298,81 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_approvals')),
     sa.UniqueConstraint('task_id', 'user_id', name=op.f('uq_approvals_task_id'))
     )
+    op.create_table('host_releases',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('target_id', sa.Integer(), nullable=False),
+    sa.Column('server_id', sa.Integer(), nullable=False),
+    sa.Column('release', sa.String(length=64), nullable=False),
+    sa.Column('task_id', sa.Integer(), nullable=True),
+    sa.Column('commit_sha', sa.String(length=40), nullable=False),
+    sa.Column('created_at', shipyard.models.types.UTCDateTime(), nullable=False),
+    sa.Column('pruned_at', shipyard.models.types.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['server_id'], ['servers.id'], name=op.f('fk_host_releases_server_id_servers'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['target_id'], ['targets.id'], name=op.f('fk_host_releases_target_id_targets'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['task_id'], ['deploy_tasks.id'], name=op.f('fk_host_releases_task_id_deploy_tasks'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_host_releases'))
+    )
+    with op.batch_alter_table('host_releases', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_host_releases_server_id'), ['server_id'], unique=False)
+        batch_op.create_index('ix_host_releases_target_release', ['target_id', 'release'], unique=False)
+
+    op.create_table('host_steps',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('task_id', sa.Integer(), nullable=False),
+    sa.Column('server_id', sa.Integer(), nullable=True),
+    sa.Column('host', sa.String(length=64), nullable=False),
+    sa.Column('stage', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('exit_code', sa.Integer(), nullable=True),
+    sa.Column('duration', sa.Float(), nullable=True),
+    sa.Column('output_tail', sa.Text(), nullable=False),
+    sa.Column('started_at', shipyard.models.types.UTCDateTime(), nullable=True),
+    sa.Column('finished_at', shipyard.models.types.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['server_id'], ['servers.id'], name=op.f('fk_host_steps_server_id_servers'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['task_id'], ['deploy_tasks.id'], name=op.f('fk_host_steps_task_id_deploy_tasks'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_host_steps')),
+    sa.UniqueConstraint('task_id', 'host', 'stage', name=op.f('uq_host_steps_task_id'))
+    )
+    op.create_table('log_lines',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('task_id', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('host', sa.String(length=64), nullable=False),
+    sa.Column('stage', sa.String(length=16), nullable=False),
+    sa.Column('stream', sa.String(length=8), nullable=False),
+    sa.Column('line', sa.Text(), nullable=False),
+    sa.Column('at', shipyard.models.types.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['task_id'], ['deploy_tasks.id'], name=op.f('fk_log_lines_task_id_deploy_tasks'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_log_lines'))
+    )
+    with op.batch_alter_table('log_lines', schema=None) as batch_op:
+        batch_op.create_index('ix_log_lines_task_seq', ['task_id', 'seq'], unique=True)
+
+    op.create_table('target_locks',
+    sa.Column('target_id', sa.Integer(), nullable=False),
+    sa.Column('task_id', sa.Integer(), nullable=False),
+    sa.Column('holder', sa.String(length=128), nullable=False),
+    sa.Column('lease_until', shipyard.models.types.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['target_id'], ['targets.id'], name=op.f('fk_target_locks_target_id_targets'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['task_id'], ['deploy_tasks.id'], name=op.f('fk_target_locks_task_id_deploy_tasks'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('target_id', name=op.f('pk_target_locks'))
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table('target_locks')
+    with op.batch_alter_table('log_lines', schema=None) as batch_op:
+        batch_op.drop_index('ix_log_lines_task_seq')
+
+    op.drop_table('log_lines')
+    op.drop_table('host_steps')
+    with op.batch_alter_table('host_releases', schema=None) as batch_op:
+        batch_op.drop_index('ix_host_releases_target_release')
+        batch_op.drop_index(batch_op.f('ix_host_releases_server_id'))
+
+    op.drop_table('host_releases')
     op.drop_table('approvals')
     with op.batch_alter_table('target_servers', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_target_servers_server_id'))
