@@ -9,16 +9,18 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from shipyard import __version__
-from shipyard.api import account, admin, errors, inventory, projects, tasks
+from shipyard.api import account, admin, errors, inventory, projects, runs, tasks
 from shipyard.api.limits import BodyLimit
 from shipyard.config import Settings
 from shipyard.db.engine import make_engine, make_sessionmaker
 from shipyard.jobs.dispatch import InProcessDispatcher
+from shipyard.jobs.recovery import Reaper
 from shipyard.services.context import Runtime
 from shipyard.vault import Vault
 
 API_PREFIX = "/api/v1"
-ROUTERS = (account.router, admin.router, inventory.router, projects.router, tasks.router)
+ROUTERS = (account.router, admin.router, inventory.router, projects.router, tasks.router,
+           runs.router)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -35,12 +37,17 @@ def build_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None, *,
+               reap: bool = False) -> FastAPI:
+    """The app. ``reap`` runs the recovery pass periodically (``shipyard serve`` does)."""
     runtime = runtime or build_runtime(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        reaper = Reaper(runtime).start() if reap else None
         yield
+        if reaper is not None:
+            reaper.stop()
         if runtime.dispatcher is not None:
             runtime.dispatcher.shutdown()
 

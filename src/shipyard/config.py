@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     session_hours: int = 12
     dispatcher: Literal["inprocess", "celery"] = "inprocess"
     broker_url: str = "redis://127.0.0.1:6379/0"
+    default_queue: str = Field(default="shipyard", description="queue of targets without a zone")
     allow_local_repos: bool = Field(
         default=False, description="accept file:// and local paths as repo URLs (tests, demos)"
     )

@@ -15,7 +15,7 @@ router = APIRouter(tags=["account"])
 
 
 class TokenLogin(Credentials):
-    token_name: str = "cli"
+    token_name: str = "cli"  # noqa: S105 - a label
 
 
 class SpaceChoice(BaseModel):

@@ -164,6 +164,7 @@ class TargetOut(BaseModel):
     strategy: dict[str, Any]
     approval: dict[str, Any]
     developers_can_rollback: bool
+    zone: str
 
     @classmethod
     def of(cls, t: Target) -> TargetOut:
@@ -173,7 +174,7 @@ class TargetOut(BaseModel):
                    hooks=dict(t.hooks or {}), strategy=dict(t.strategy or {}),
                    approval={"required": t.approvals_required,
                              "allow_self_approval": t.allow_self_approval},
-                   developers_can_rollback=t.developers_can_rollback)
+                   developers_can_rollback=t.developers_can_rollback, zone=t.zone or "")
 
 
 class ApprovalOut(BaseModel):

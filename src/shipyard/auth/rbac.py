@@ -28,7 +28,7 @@ class Rule:
     role: Role | None = None  # the lowest role allowed (None for GLOBAL/USER)
 
 
-R, D, M, O = Role.REPORTER, Role.DEVELOPER, Role.MASTER, Role.OWNER
+R, D, M, OW = Role.REPORTER, Role.DEVELOPER, Role.MASTER, Role.OWNER
 
 PERMISSIONS: dict[str, Rule] = {
     "me": Rule(Scope.USER),
@@ -37,22 +37,23 @@ PERMISSIONS: dict[str, Rule] = {
     "space.delete": Rule(Scope.GLOBAL),
     "user.manage": Rule(Scope.GLOBAL),
     "space.read": Rule(Scope.SPACE, R),
-    "space.update": Rule(Scope.SPACE, O),
+    "space.update": Rule(Scope.SPACE, OW),
     "member.read": Rule(Scope.SPACE, R),
-    "member.manage": Rule(Scope.SPACE, O),
+    "member.manage": Rule(Scope.SPACE, OW),
     "environment.read": Rule(Scope.SPACE, R),
-    "environment.manage": Rule(Scope.SPACE, O),
+    "environment.manage": Rule(Scope.SPACE, OW),
     "server.read": Rule(Scope.SPACE, R),
     "server.manage": Rule(Scope.SPACE, M),
     "credential.read": Rule(Scope.SPACE, R),
     "credential.manage": Rule(Scope.SPACE, M),
-    "audit.read": Rule(Scope.SPACE, O),
+    "audit.read": Rule(Scope.SPACE, OW),
     "project.create": Rule(Scope.SPACE, M),
     "project.read": Rule(Scope.PROJECT, R),
     "project.manage": Rule(Scope.PROJECT, M),
-    "project.members": Rule(Scope.SPACE, O),
+    "project.members": Rule(Scope.SPACE, OW),
     "target.read": Rule(Scope.PROJECT, R),
     "target.manage": Rule(Scope.PROJECT, M),
+    "target.check": Rule(Scope.PROJECT, M),  # connects to servers, records host keys
     "task.read": Rule(Scope.PROJECT, R),
     "task.submit": Rule(Scope.PROJECT, D),
     "task.edit": Rule(Scope.PROJECT, D),     # own pending task; MASTER+ any

@@ -10,6 +10,7 @@ app = typer.Typer(help="Shipyard: deploy from git to your servers.", no_args_is_
                   pretty_exceptions_show_locals=False)
 app.command()(server.serve)
 app.command()(server.migrate)
+app.command()(server.worker)
 app.add_typer(server.admin, name="admin")
 
 try:  # the API client commands
@@ -18,3 +19,7 @@ try:  # the API client commands
     client_commands.register(app)
 except ImportError:  # pragma: no cover - during bootstrap only
     pass
+
+
+if __name__ == "__main__":
+    app()

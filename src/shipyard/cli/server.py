@@ -56,7 +56,7 @@ def serve(
     recover_interrupted(runtime)
     console.print(f"Shipyard is at [bold]http://{settings.host}:{settings.port}/[/] "
                   f"(API docs: /docs, data: {settings.home.resolve()})")
-    uvicorn.run(create_app(runtime=runtime), host=settings.host, port=settings.port,
+    uvicorn.run(create_app(runtime=runtime, reap=True), host=settings.host, port=settings.port,
                 log_level="info", proxy_headers=settings.trust_proxy_headers)
 
 
@@ -113,3 +113,19 @@ class _fail_clearly:
 def _safe_url(settings: Settings) -> str:
     url = settings.resolved_database_url
     return url.split("@")[-1] if "@" in url else url
+
+
+def worker(
+    queues: str = typer.Option("shipyard", "-Q", "--queues",
+                               help="comma-separated queues (network zones) to serve"),
+    concurrency: int = typer.Option(4, help="deploys run at once by this worker"),
+) -> None:
+    """Distributed mode: run deploy jobs from the broker (SHIPYARD_BROKER_URL)."""
+    from shipyard.jobs.celery import make_celery
+
+    settings = Settings()
+    console.print(f"worker for queues [bold]{queues}[/] on {settings.broker_url}")
+    make_celery(settings).worker_main(["worker", "-Q", queues, "--concurrency",
+                                       str(concurrency), "--pool", "threads",
+                                       "--loglevel", "INFO", "--without-gossip",
+                                       "--without-mingle"])

@@ -24,10 +24,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from shipyard.deploy import release as remote
 from shipyard.deploy.build import BuildCache, BuildSpec
+from shipyard.deploy.connect import host_target, open_host
 from shipyard.deploy.logsink import LogSink
 from shipyard.deploy.plan import (
     DEFAULT_TRANSFER_TIMEOUT,
@@ -38,14 +39,13 @@ from shipyard.deploy.plan import (
     ref_kind,
 )
 from shipyard.deploy.steps import StepRecorder
-from shipyard.deploy.transport import HostSpec, SSHConnection, scan_host_key
-from shipyard.errors import DeployError, InvalidInput, ShipyardError
+from shipyard.deploy.transport import SSHConnection
+from shipyard.errors import DeployError, ShipyardError
 from shipyard.models import (
     DeployTask,
     Environment,
     HostRelease,
     Project,
-    Server,
     Stage,
     StepStatus,
     Target,
@@ -118,7 +118,7 @@ def load_job(runtime: Runtime, task_id: int, now: datetime) -> DeployJob:
         from shipyard.services.context import Context
 
         servers = target_servers(Context(db=db, runtime=runtime), task)
-        hosts = [_host_target(runtime, server) for server in servers]
+        hosts = [host_target(runtime.vault, server) for server in servers]
         return DeployJob(
             task_id=task.id, kind=task.kind, title=task.title, ref=task.ref,
             commit=task.commit_sha or "", release_id=task.release
@@ -135,15 +135,6 @@ def load_job(runtime: Runtime, task_id: int, now: datetime) -> DeployJob:
             rollout=Rollout.from_strategy(dict(target.strategy or {})),
             env_name=env.name, deploy_user=user.username if user else "",
             variables=dict(project.variables or {}), hosts=hosts)
-
-
-def _host_target(runtime: Runtime, server: Server) -> HostTarget:
-    if server.credential is None:
-        raise InvalidInput(f"server {server.name} has no SSH key credential", field="credential")
-    return HostTarget(server_id=server.id, name=server.name, address=server.host,
-                      port=server.port, user=server.user,
-                      private_key=runtime.vault.decrypt(server.credential.secret),
-                      host_key=server.host_key)
 
 
 class Runner:
@@ -383,26 +374,9 @@ class Runner:
         return release_dir
 
     async def _connect(self, host: HostTarget) -> SSHConnection:
-        known = host.host_key
-        if known is None:
-            known = await scan_host_key(host.address, host.port)
-            known = await asyncio.to_thread(self._record_host_key, host, known)
-            self.sink.emit(host.name, Stage.CONNECT, "system",
-                           f"recorded host key {known.split()[0]} on first contact")
-        conn = SSHConnection(HostSpec(name=host.name, address=host.address, port=host.port,
-                                      user=host.user, private_key=host.private_key,
-                                      known_host_key=known))
-        await conn.open()
-        return conn
-
-    def _record_host_key(self, host: HostTarget, key: str) -> str:
-        """Record the key seen on first contact, unless another run recorded one first
-        (then that one is the truth and must match)."""
-        with self.runtime.sessions() as db, db.begin():
-            db.execute(update(Server).where(Server.id == host.server_id,
-                                            Server.host_key.is_(None))
-                       .values(host_key=key, host_key_recorded_at=utcnow()))
-            return db.scalar(select(Server.host_key).where(Server.id == host.server_id)) or key
+        return await open_host(self.runtime.sessions, host,
+                               note=lambda line: self.sink.emit(host.name, Stage.CONNECT,
+                                                                "system", line))
 
     def _record_release(self, host: HostTarget) -> None:
         job = self.job

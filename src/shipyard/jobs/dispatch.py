@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher(Protocol):
-    def dispatch_task(self, task_id: int) -> None:
-        """Arrange for ``run_task(task_id)`` to run soon, at least once."""
+    def dispatch_task(self, task_id: int, zone: str = "") -> None:
+        """Arrange for ``run_task(task_id)`` to run soon, at least once, on a runner that
+        serves ``zone`` (the target's network zone; "" for the default)."""
 
     def shutdown(self) -> None: ...
 
@@ -23,12 +24,12 @@ class Dispatcher(Protocol):
 class InProcessDispatcher:
     """Runs jobs on a small thread pool inside the server process."""
 
-    def __init__(self, runtime: Runtime, workers: int = 4) -> None:
+    def __init__(self, runtime: Runtime, workers: int = 8) -> None:
         self.runtime = runtime
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shipyard-job")
         self.futures: list[Future[None]] = []
 
-    def dispatch_task(self, task_id: int) -> None:
+    def dispatch_task(self, task_id: int, zone: str = "") -> None:
         from shipyard.jobs.run import run_task
 
         future = self._pool.submit(run_task, self.runtime, task_id)

@@ -69,3 +69,5 @@ class Target(Timestamps, Base):
     approvals_required: Mapped[int] = mapped_column(Integer, default=0)
     allow_self_approval: Mapped[bool] = mapped_column(Boolean, default=False)
     developers_can_rollback: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Distributed mode: the queue (network zone) whose workers can reach these servers.
+    zone: Mapped[str] = mapped_column(String(64), default="")

@@ -18,7 +18,8 @@ from shipyard.services.errors_db import integrity
 from shipyard.services.types import Labels, Name
 
 FIELDS = ("environment_id", "server_labels", "webroot", "releases_dir", "keep", "hooks",
-          "strategy", "approvals_required", "allow_self_approval", "developers_can_rollback")
+          "strategy", "approvals_required", "allow_self_approval", "developers_can_rollback",
+          "zone")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
 
@@ -78,6 +79,9 @@ class TargetSpec(BaseModel):
     strategy: Strategy = Field(default_factory=Strategy)
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     developers_can_rollback: bool = True
+    zone: str = Field(default="", max_length=64, pattern=r"^[a-z0-9._-]*$",
+                      description="distributed mode: queue of the workers that reach these "
+                                  "servers ('' = the default queue)")
 
     @model_validator(mode="after")
     def _paths(self) -> TargetSpec:
@@ -168,6 +172,7 @@ def _assign(ctx: Context, space: Space, target: Target, spec: TargetSpec) -> Non
     target.approvals_required = spec.approval.required
     target.allow_self_approval = spec.approval.allow_self_approval
     target.developers_can_rollback = spec.developers_can_rollback
+    target.zone = spec.zone
 
 
 def snapshot(target: Target) -> dict[str, object]:
@@ -185,4 +190,4 @@ def spec_of(target: Target) -> TargetSpec:
         strategy=Strategy.model_construct(**(target.strategy or {})),
         approval=ApprovalPolicy.model_construct(required=target.approvals_required,
                                                 allow_self_approval=target.allow_self_approval),
-        developers_can_rollback=target.developers_can_rollback)
+        developers_can_rollback=target.developers_can_rollback, zone=target.zone or "")

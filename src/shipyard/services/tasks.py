@@ -266,7 +266,8 @@ def start(ctx: Context, space: Space, task_id: int) -> DeployTask:
                  after={"state": task.state.value})
     dispatcher = ctx.runtime.dispatcher
     if dispatcher is not None:
-        ctx.after_commit(lambda: dispatcher.dispatch_task(task.id))
+        zone = ctx.db.get_one(Target, task.target_id).zone or ""
+        ctx.after_commit(lambda: dispatcher.dispatch_task(task.id, zone))
     return task
 
 
@@ -324,6 +325,86 @@ def _cas(ctx: Context, task: DeployTask, from_states: Iterable[TaskState],
         raise StateConflict(f"task {task.id} changed meanwhile (now {task.state.value}); "
                             "reload and try again")
     ctx.db.refresh(task)
+
+
+def follow_up(ctx: Context, space: Space, task_id: int, which: str) -> DeployTask:
+    """A new task for the same commit and target: ``retry`` redeploys only the hosts that
+    failed (or never finished), ``continue`` deploys to the target's servers the parent
+    did not switch (a gray release's rest). The commit was approved for this target
+    already, so the follow-up starts ``approved``; its build is reused from the cache."""
+    from shipyard.services import runs
+
+    parent = lookup.task(ctx, space.id, task_id)
+    who = ctx.principal
+    rbac.require(who, "task.submit", space.id, parent.project_id)
+    if parent.state not in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED,
+                            TaskState.INTERRUPTED):
+        raise StateConflict(f"task {parent.id} is {parent.state.value}; wait until it ends")
+    if which == "retry":
+        if parent.state is TaskState.SUCCEEDED:
+            raise StateConflict(f"task {parent.id} succeeded on every host; nothing to retry")
+        ids = runs.failed_or_unfinished_hosts(ctx, parent.id)
+        if not ids:
+            ids = {s.id for s in target_servers(ctx, parent)}
+        title = f"Retry of #{parent.id}: {parent.title}"
+    elif which == "continue":
+        if parent.kind is not TaskKind.DEPLOY:
+            raise InvalidInput("only a deploy can be continued", field="task_id")
+        done = runs.switched_hosts(ctx, parent.id)
+        ids = {s.id for s in resolve_servers(ctx, ctx.db.get_one(Target, parent.target_id))}
+        ids -= done
+        if not ids:
+            raise StateConflict("every server of the target already has this release")
+        title = f"Continue #{parent.id} to the rest: {parent.title}"
+    else:
+        raise InvalidInput("which must be retry or continue", field="which")
+    task = DeployTask(
+        space_id=space.id, project_id=parent.project_id, target_id=parent.target_id,
+        environment_id=parent.environment_id, kind=parent.kind, title=title[:200],
+        ref=parent.ref, commit_sha=parent.commit_sha, server_ids=sorted(ids),
+        rollback_to=parent.rollback_to, parent_task_id=parent.id,
+        state=TaskState.APPROVED, submitted_by_id=who.user_id)
+    ctx.db.add(task)
+    ctx.db.flush()
+    audit.record(ctx, f"task.{which}", "task", task.id, space_id=space.id,
+                 after={**audit.snapshot(task, FIELDS), "parent": parent.id})
+    return task
+
+
+def submit_rollback(ctx: Context, space: Space, project_name: str, environment: str,
+                    release: str, servers: list[str] | None = None,
+                    title: str | None = None) -> DeployTask:
+    """A rollback task: switch the target (or chosen servers) to a kept release and run
+    the release hooks; no build, no transfer. Subject to the target's approval policy and
+    its developers-may-roll-back rule."""
+    from shipyard.deploy.release import is_release_id
+    from shipyard.models import HostRelease
+
+    project = lookup.named(ctx, Project, space.id, project_name)
+    who = ctx.principal
+    rbac.require(who, "task.rollback", space.id, project.id)
+    target = lookup.target(ctx, project, environment)
+    if not target.developers_can_rollback and not rbac.may_manage_others_tasks(
+            who, space.id, project.id):
+        raise PermissionDenied("on this target only MASTER+ may roll back")
+    if not is_release_id(release):
+        raise InvalidInput(f"{release!r} is not a release id like 20261122T101500-42",
+                           field="release")
+    known = ctx.db.scalar(select(HostRelease).where(HostRelease.target_id == target.id,
+                                                    HostRelease.release == release)
+                          .limit(1))
+    task = DeployTask(
+        space_id=space.id, project_id=project.id, target_id=target.id,
+        environment_id=target.environment_id, kind=TaskKind.ROLLBACK,
+        title=(title or f"Roll back {project.name} {environment} to {release}")[:200],
+        ref=release, commit_sha=known.commit_sha if known else None,
+        server_ids=_chosen_servers(ctx, target, servers), rollback_to=release,
+        state=_initial_state(target), submitted_by_id=who.user_id)
+    ctx.db.add(task)
+    ctx.db.flush()
+    audit.record(ctx, "task.rollback", "task", task.id, space_id=space.id,
+                 after=audit.snapshot(task, (*FIELDS, "rollback_to")))
+    return task
 
 
 def target_servers(ctx: Context, task: DeployTask) -> list[Server]:

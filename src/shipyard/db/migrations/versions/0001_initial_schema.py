@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:25:21.453392
+Create Date: 2026-11-22 00:30:46.028745
 """
 from collections.abc import Sequence
 
@@ -219,6 +219,7 @@ def upgrade() -> None:
     sa.Column('approvals_required', sa.Integer(), nullable=False),
     sa.Column('allow_self_approval', sa.Boolean(), nullable=False),
     sa.Column('developers_can_rollback', sa.Boolean(), nullable=False),
+    sa.Column('zone', sa.String(length=64), nullable=False),
     sa.Column('created_at', shipyard.models.types.UTCDateTime(), nullable=False),
     sa.Column('updated_at', shipyard.models.types.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['environment_id'], ['environments.id'], name=op.f('fk_targets_environment_id_environments'), ondelete='RESTRICT'),
