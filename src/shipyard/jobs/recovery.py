@@ -21,6 +21,7 @@ from shipyard.jobs.locks import TargetLocks
 from shipyard.jobs.run import STALE_AFTER
 from shipyard.models import DeployTask, LogLine, Target, TaskState
 from shipyard.models.types import utcnow
+from shipyard.services.events import TaskEvent, TaskEventKind, publish
 
 if TYPE_CHECKING:
     from shipyard.services.context import Runtime
@@ -78,6 +79,8 @@ def recover_interrupted(runtime: Runtime, *, redispatch_queued: bool = True) -> 
                             .where(DeployTask.state == TaskState.QUEUED)).all()
     for task_id in interrupted:
         log.warning("task %s was running when its runner stopped: now interrupted", task_id)
+        publish(runtime, TaskEvent(TaskEventKind.INTERRUPTED, task_id,
+                                   reason="the runner stopped"))
     if redispatch_queued and runtime.dispatcher is not None:
         for task_id, zone in queued:
             runtime.dispatcher.dispatch_task(task_id, zone or "")

@@ -20,8 +20,9 @@ from sqlalchemy import select, update
 
 from shipyard.deploy.logsink import LogSink
 from shipyard.jobs.locks import TargetLocks
-from shipyard.models import DeployTask, TaskState
+from shipyard.models import DeployTask, TaskKind, TaskState
 from shipyard.models.types import utcnow
+from shipyard.services.events import TaskEvent, TaskEventKind, publish
 
 if TYPE_CHECKING:
     from shipyard.services.context import Runtime
@@ -53,6 +54,7 @@ def run_task(runtime: Runtime, task_id: int) -> None:
             if not claim(runtime, task_id, holder):
                 log.info("task %s was not queued any more (cancelled or taken)", task_id)
                 return
+            publish(runtime, TaskEvent(TaskEventKind.STARTED, task_id))
             _run_claimed(runtime, locks, target_id, task_id, sink)
         finally:
             locks.release(target_id, task_id)
@@ -96,13 +98,24 @@ def claim(runtime: Runtime, task_id: int, holder: str) -> bool:
 
 
 def finish(runtime: Runtime, task_id: int, state: TaskState, error: str | None = None) -> bool:
+    """running -> a final state (compare-and-set), then announce it."""
     with runtime.sessions() as db, db.begin():
-        result = db.execute(update(DeployTask)
-                            .where(DeployTask.id == task_id,
-                                   DeployTask.state == TaskState.RUNNING)
-                            .values(state=state, error=error, finished_at=utcnow(),
-                                    version=DeployTask.version + 1, updated_at=utcnow()))
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        done = db.execute(update(DeployTask)
+                          .where(DeployTask.id == task_id,
+                                 DeployTask.state == TaskState.RUNNING)
+                          .values(state=state, error=error, finished_at=utcnow(),
+                                  version=DeployTask.version + 1, updated_at=utcnow())
+                          ).rowcount == 1  # type: ignore[attr-defined]
+        kind = db.scalar(select(DeployTask.kind).where(DeployTask.id == task_id))
+    if done:
+        publish(runtime, TaskEvent(_event_kind(state, kind), task_id, reason=error))
+    return done
+
+
+def _event_kind(state: TaskState, kind: TaskKind | None) -> TaskEventKind:
+    if state is TaskState.SUCCEEDED and kind is TaskKind.ROLLBACK:
+        return TaskEventKind.ROLLED_BACK
+    return TaskEventKind(state.value)
 
 
 def _run_claimed(runtime: Runtime, locks: TargetLocks, target_id: int, task_id: int,

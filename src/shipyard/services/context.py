@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +26,8 @@ class Runtime:
     sessions: sessionmaker[Session]
     vault: Vault
     dispatcher: Dispatcher | None = None
+    # Called with each TaskEvent after its change is committed (see services.events).
+    listeners: list[Callable[[Any], None]] = field(default_factory=list)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from shipyard.models import (
 from shipyard.models.types import utcnow
 from shipyard.services import audit, lookup, repos
 from shipyard.services.context import Context
+from shipyard.services.events import TaskEventKind, publish_after_commit
 from shipyard.services.pagination import Page
 from shipyard.services.targets import resolve_servers
 from shipyard.services.types import Name, Title
@@ -111,7 +112,13 @@ def submit(ctx: Context, space: Space, spec: TaskSpec) -> DeployTask:
     ctx.db.flush()
     audit.record(ctx, "task.submit", "task", task.id, space_id=space.id,
                  after=audit.snapshot(task, FIELDS))
+    _announce_submitted(ctx, task)
     return task
+
+
+def _announce_submitted(ctx: Context, task: DeployTask) -> None:
+    publish_after_commit(ctx, TaskEventKind.SUBMITTED if task.state is
+                         TaskState.PENDING_APPROVAL else TaskEventKind.APPROVED, task.id)
 
 
 def _initial_state(target: Target) -> TaskState:
@@ -230,6 +237,7 @@ def approve(ctx: Context, space: Space, task_id: int, comment: str = "") -> Depl
                                  Approval.decision == "approved")) or 0
     if count >= target.approvals_required:
         _cas(ctx, task, (TaskState.PENDING_APPROVAL,), state=TaskState.APPROVED)
+        publish_after_commit(ctx, TaskEventKind.APPROVED, task.id)
     else:
         _cas(ctx, task, (TaskState.PENDING_APPROVAL,))
     audit.record(ctx, "task.approve", "task", task.id, space_id=space.id,
@@ -252,6 +260,7 @@ def reject(ctx: Context, space: Space, task_id: int, reason: str) -> DeployTask:
                         comment=reason, created_at=utcnow()))
     audit.record(ctx, "task.reject", "task", task.id, space_id=space.id, before=before,
                  after=audit.snapshot(task, FIELDS))
+    publish_after_commit(ctx, TaskEventKind.REJECTED, task.id, reason)
     return task
 
 
@@ -283,6 +292,7 @@ def cancel(ctx: Context, space: Space, task_id: int) -> DeployTask:
             raise StateConflict(f"task {task.id} is {task.state.value} and cannot be "
                                 "cancelled")
         _cas(ctx, task, CANCELLABLE, state=TaskState.CANCELLED, finished_at=utcnow())
+        publish_after_commit(ctx, TaskEventKind.CANCELLED, task.id)
     audit.record(ctx, "task.cancel", "task", task.id, space_id=space.id, before=before,
                  after=audit.snapshot(task, FIELDS))
     return task
@@ -368,6 +378,7 @@ def follow_up(ctx: Context, space: Space, task_id: int, which: str) -> DeployTas
     ctx.db.flush()
     audit.record(ctx, f"task.{which}", "task", task.id, space_id=space.id,
                  after={**audit.snapshot(task, FIELDS), "parent": parent.id})
+    publish_after_commit(ctx, TaskEventKind.APPROVED, task.id)
     return task
 
 
@@ -404,6 +415,7 @@ def submit_rollback(ctx: Context, space: Space, project_name: str, environment: 
     ctx.db.flush()
     audit.record(ctx, "task.rollback", "task", task.id, space_id=space.id,
                  after=audit.snapshot(task, (*FIELDS, "rollback_to")))
+    _announce_submitted(ctx, task)
     return task
 
 
