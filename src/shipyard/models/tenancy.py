@@ -51,7 +51,9 @@ class User(Timestamps, Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_super: Mapped[bool] = mapped_column(Boolean, default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # An IANA zone, or "" to follow the browser.
+    timezone: Mapped[str] = mapped_column(String(64), default="")
+    locale: Mapped[str] = mapped_column(String(16), default="")
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:30:46.028745
+Create Date: 2026-11-22 00:33:00.139785
 """
 from collections.abc import Sequence
 
@@ -45,6 +45,7 @@ def upgrade() -> None:
     sa.Column('is_super', sa.Boolean(), nullable=False),
     sa.Column('is_active', sa.Boolean(), nullable=False),
     sa.Column('timezone', sa.String(length=64), nullable=False),
+    sa.Column('locale', sa.String(length=16), nullable=False),
     sa.Column('last_login_at', shipyard.models.types.UTCDateTime(), nullable=True),
     sa.Column('created_at', shipyard.models.types.UTCDateTime(), nullable=False),
     sa.Column('updated_at', shipyard.models.types.UTCDateTime(), nullable=False),
