@@ -17,6 +17,7 @@ from shipyard.jobs.dispatch import InProcessDispatcher
 from shipyard.jobs.recovery import Reaper
 from shipyard.services.context import Runtime
 from shipyard.vault import Vault
+from shipyard.web import app as web
 
 API_PREFIX = "/api/v1"
 ROUTERS = (account.router, admin.router, inventory.router, projects.router, tasks.router,
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+
+    web.install(app)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
@@ -26,9 +26,20 @@ def validation_body(errors: list[Any]) -> dict[str, Any]:
             "field": first["field"], "errors": details}
 
 
+def _is_page(request: Request) -> bool:
+    """Browser pages get HTML errors (or a login redirect); API callers get JSON."""
+    path = request.url.path
+    return not (path.startswith("/api/") or path.startswith("/static/")
+                or path in ("/openapi.json", "/healthz"))
+
+
 def install(app: FastAPI) -> None:
+    from shipyard.web.session import error_page
+
     @app.exception_handler(ShipyardError)
-    async def _shipyard(_: Request, exc: ShipyardError) -> JSONResponse:
+    async def _shipyard(request: Request, exc: ShipyardError) -> Response:
+        if _is_page(request):
+            return error_page(request, exc.status, exc.message)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
@@ -41,7 +52,9 @@ def install(app: FastAPI) -> None:
         return JSONResponse(validation_body(list(exc.errors())), status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        if _is_page(request):
+            return error_page(request, exc.status_code, str(exc.detail))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"code": code, "message": str(exc.detail)},
                             status_code=exc.status_code)
