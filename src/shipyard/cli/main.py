@@ -17,6 +17,9 @@ try:  # the API client commands
     from shipyard.cli import client_commands
 
     client_commands.register(app)
+    from shipyard.cli import deploy_commands
+
+    deploy_commands.register(app)
 except ImportError:  # pragma: no cover - during bootstrap only
     pass
 

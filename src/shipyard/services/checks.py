@@ -32,7 +32,7 @@ else
   echo "webroot_free ok $webroot"
 fi
 free=$(df -Pk -- "$releases" 2>/dev/null | awk 'NR==2 {print $4}')
-echo "free_disk_kb ${free:+ok} ${free:-fail unknown} $free"
+if [ -n "$free" ]; then echo "free_disk_kb ok $free"; else echo "free_disk_kb fail unknown"; fi
 """
 
 
