@@ -23,7 +23,7 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     table = "table"
     json = "json"
 
@@ -42,7 +42,8 @@ def stdout() -> Console:
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: an error stays one line however narrow the terminal, for logs and grep.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def emit_json(data: Any) -> None:
