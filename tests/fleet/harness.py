@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import dataclasses
 import os
 import pwd
@@ -25,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +180,9 @@ class Fleet:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,  # Ctrl-C in the test run must not reach the hosts
+                # A killed test run leaves no hosts behind. Tied to the starting thread, so
+                # only from the main thread, whose end is the end of the run.
+                preexec_fn=_die_with_parent if _in_main_thread() else None,
             )
         finally:
             log.close()
@@ -195,13 +200,21 @@ class Fleet:
         if proc is None:
             return
         namespace = self._namespaces.pop(i, None)
+        if namespace is not None and proc.poll() is None:
+            # Sessions outlive a killed listener; a host that is down has none left. The
+            # listener is stopped, not killed, until its sessions are gone: alive, it keeps
+            # the namespace (and so its id) from being reused by another test's host.
+            os.kill(proc.pid, signal.SIGSTOP)
+            for _round in range(50):
+                others = [p for p in _pids_in_mount_namespace(namespace) if p != proc.pid]
+                if not others:
+                    break
+                for pid in others:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.01)
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        if namespace is not None:
-            # Sessions outlive a killed listener; a host that is down has none left.
-            for pid in _pids_in_mount_namespace(namespace):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
     def is_running(self, i: int) -> bool:
@@ -298,6 +311,15 @@ class Fleet:
                 return
             time.sleep(0.02)
         raise FleetError(f"sshd for {host.name} did not listen within {START_TIMEOUT}s")
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the parent goes (PR_SET_PDEATHSIG survives exec)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 class _PortTaken(Exception):

@@ -85,22 +85,21 @@ def test_stopping_a_host_ends_its_open_sessions(
     known_hosts = tmp_path / "known_hosts"
     host = private[0]
     known_hosts.write_text(f"[{host.address}]:{host.port} {host.host_public_key}\n")
-    session = subprocess.Popen(
+    with subprocess.Popen(
         [
             "ssh", "-F", "none", "-i", str(host.client_key_path), "-o", "BatchMode=yes",
             "-o", f"UserKnownHostsFile={known_hosts}", "-p", str(host.port),
             f"root@{host.address}", "echo up; exec sleep 60",
         ],
-        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert session.stdout is not None and session.stdout.readline() == "up\n"
-        private.stop_host(0)
-        assert session.wait(timeout=30) != 0
-    finally:
-        if session.poll() is None:
-            session.kill()
-            session.wait()
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+    ) as session:  # fmt: skip
+        try:
+            assert session.stdout is not None and session.stdout.readline() == "up\n"
+            private.stop_host(0)
+            assert session.wait(timeout=30) != 0
+        finally:
+            if session.poll() is None:
+                session.kill()
 
 
 def test_make_fleet_refuses_big_fleets(make_fleet: Callable[..., Fleet]) -> None:

@@ -19,7 +19,8 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def validation_body(errors: list[Any]) -> dict[str, Any]:
-    details = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")}
+    details = [{"field": _field(tuple(e.get("loc", ()))),
+                "message": str(e.get("msg", "")).removeprefix("Value error, ")}
                for e in errors]
     first = details[0] if details else {"field": "body", "message": "invalid"}
     return {"code": "invalid", "message": f"{first['field']}: {first['message']}",

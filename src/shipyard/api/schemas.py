@@ -192,7 +192,7 @@ class TaskOut(BaseModel):
     environment: str
     ref: str
     commit: str | None
-    servers: list[int] | None
+    servers: list[str] | None
     state: str
     submitted_by: str
     reject_reason: str | None
@@ -212,7 +212,7 @@ class TaskOut(BaseModel):
         t: DeployTask = v.task
         return cls(id=t.id, kind=t.kind.value, title=t.title, project=v.project,
                    environment=v.environment, ref=t.ref, commit=t.commit_sha,
-                   servers=t.server_ids, state=t.state.value, submitted_by=v.submitted_by,
+                   servers=v.servers, state=t.state.value, submitted_by=v.submitted_by,
                    reject_reason=t.reject_reason, error=t.error, rollback_to=t.rollback_to,
                    release=t.release, parent_task_id=t.parent_task_id,
                    cancel_requested=t.cancel_requested_at is not None,

@@ -334,6 +334,9 @@ def _add_pydantic(errors: list[Any], where: str, problems: Problems) -> None:
     for error in errors:
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
+        leaf = next((str(p) for p in reversed(error["loc"]) if not isinstance(p, int)),
+                    where.rsplit(".", 1)[-1].split("[")[0])
+        message = _without_field(message, leaf)
         problems.add(f"{where}{loc}", message[:1].lower() + message[1:])
 
 

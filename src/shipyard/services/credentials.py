@@ -7,13 +7,15 @@ import base64
 import hashlib
 from typing import Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from shipyard.auth import rbac
-from shipyard.errors import InvalidInput
-from shipyard.models import Credential, Space
+from shipyard.errors import Conflict, InvalidInput
+from shipyard.models import Credential, Project, Server, Space
 from shipyard.services import audit, lookup
 from shipyard.services.context import Context
 from shipyard.services.errors_db import integrity
@@ -40,16 +42,21 @@ class CredentialUpdate(BaseModel):
 def describe_ssh_key(private_key: str) -> tuple[str, str]:
     """(public key line, SHA256 fingerprint) of an OpenSSH/PEM private key, or
     InvalidInput if it is not one. Passphrase-protected keys are refused."""
+    key: PrivateKeyTypes
     try:
         key = serialization.load_ssh_private_key(private_key.encode(), password=None)
-    except (ValueError, TypeError, serialization.UnsupportedAlgorithm):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         try:
             key = serialization.load_pem_private_key(private_key.encode(), password=None)
-        except (ValueError, TypeError, serialization.UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise InvalidInput("secret is not an unencrypted SSH private key (OpenSSH or "
                                "PEM format)", field="secret") from exc
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH)
+    try:
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH)
+    except ValueError as exc:  # e.g. a PEM key of a kind SSH does not use (DH, X25519)
+        raise InvalidInput("secret is not a kind of private key SSH can use",
+                           field="secret") from exc
     blob = base64.b64decode(public.split()[1])
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return public.decode(), f"SHA256:{digest}"
@@ -110,6 +117,13 @@ def update_credential(ctx: Context, space: Space, name: str,
 def delete_credential(ctx: Context, space: Space, name: str) -> None:
     rbac.require(ctx.principal, "credential.manage", space.id)
     cred = lookup.named(ctx, Credential, space.id, name)
+    users = [f"server {n}" for n in ctx.db.scalars(
+        select(Server.name).where(Server.credential_id == cred.id).order_by(Server.name))]
+    users += [f"project {n}" for n in ctx.db.scalars(
+        select(Project.name).where(Project.credential_id == cred.id).order_by(Project.name))]
+    if users:
+        raise Conflict(f"credential {name!r} is still used by {', '.join(users)}",
+                       field="name")
     audit.record(ctx, "credential.delete", "credential", cred.name, space_id=space.id,
                  before=audit.snapshot(cred, FIELDS))
     with integrity(f"credential {name!r}"):

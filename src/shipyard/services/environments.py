@@ -6,8 +6,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from shipyard.auth import rbac
-from shipyard.errors import InvalidInput
-from shipyard.models import Environment, Space
+from shipyard.errors import Conflict, InvalidInput
+from shipyard.models import Environment, Project, Space, Target
 from shipyard.services import audit, lookup
 from shipyard.services.context import Context
 from shipyard.services.errors_db import integrity
@@ -68,6 +68,12 @@ def update_environment(ctx: Context, space: Space, name: str,
 def delete_environment(ctx: Context, space: Space, name: str) -> None:
     rbac.require(ctx.principal, "environment.manage", space.id)
     env = lookup.named(ctx, Environment, space.id, name)
+    used_by = ctx.db.scalars(select(Project.name).join(Target, Target.project_id == Project.id)
+                             .where(Target.environment_id == env.id)
+                             .order_by(Project.name)).all()
+    if used_by:
+        raise Conflict(f"environment {name!r} is still used by the targets of "
+                       f"{', '.join(used_by)}; delete those targets first", field="name")
     audit.record(ctx, "environment.delete", "environment", env.name, space_id=space.id,
                  before=audit.snapshot(env, FIELDS))
     with integrity(f"environment {name!r}"):

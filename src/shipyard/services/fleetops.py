@@ -24,6 +24,7 @@ class HostResult(Generic[T]):
     host: str
     value: T | None = None
     error: str | None = None
+    reason: str | None = None  # the error's machine-readable reason, e.g. host_key_mismatch
 
 
 def on_each_host(ctx: Context, servers: list[Server],
@@ -45,7 +46,8 @@ def on_each_host(ctx: Context, servers: list[Server],
                     conn = await open_host(sessions, host)
                     return HostResult(host.name, value=await work(conn, host))
             except ShipyardError as exc:
-                return HostResult(host.name, error=exc.message)
+                return HostResult(host.name, error=exc.message,
+                                  reason=exc.details.get("reason"))
             except TimeoutError:
                 return HostResult(host.name, error=f"no answer within {timeout:g}s")
             finally:

@@ -12,7 +12,7 @@ from shipyard.services import audit, lookup, validation
 from shipyard.services.context import Context
 from shipyard.services.credentials import credential_id
 from shipyard.services.errors_db import integrity
-from shipyard.services.types import Description, Name, Variables
+from shipyard.services.types import Description, Name, Variables, as_value_error
 
 FIELDS = ("name", "description", "repo_url", "credential_id", "default_branch", "hooks",
           "excludes", "includes", "variables")
@@ -25,7 +25,8 @@ class BuildHooks(BaseModel):
     @field_validator("prev_deploy", "post_deploy")
     @classmethod
     def _hook(cls, value: str | None, info: object) -> str | None:
-        return validation.hook(value, getattr(info, "field_name", "hook"))
+        return as_value_error(lambda: validation.hook(value, getattr(info, "field_name",
+                                                                     "hook")))
 
 
 class ProjectSpec(BaseModel):
@@ -42,12 +43,13 @@ class ProjectSpec(BaseModel):
     @field_validator("default_branch")
     @classmethod
     def _branch(cls, value: str) -> str:
-        return refs.validate_branch_name(value, field="default_branch")
+        return as_value_error(lambda: refs.validate_branch_name(value, field="default_branch"))
 
     @field_validator("excludes", "includes")
     @classmethod
     def _patterns(cls, value: list[str], info: object) -> list[str]:
-        return validation.patterns(value, getattr(info, "field_name", "excludes"))
+        return as_value_error(lambda: validation.patterns(
+            value, getattr(info, "field_name", "excludes")))
 
 
 def _check_repo(ctx: Context, url: str) -> str:

@@ -15,7 +15,7 @@ from shipyard.models import Environment, Project, Server, Space, Target
 from shipyard.services import audit, lookup, validation
 from shipyard.services.context import Context
 from shipyard.services.errors_db import integrity
-from shipyard.services.types import Labels, Name
+from shipyard.services.types import Labels, Name, as_value_error
 
 FIELDS = ("environment_id", "server_labels", "webroot", "releases_dir", "keep", "hooks",
           "strategy", "approvals_required", "allow_self_approval", "developers_can_rollback",
@@ -47,7 +47,8 @@ class ReleaseHooks(BaseModel):
     @field_validator("prev_release", "post_release")
     @classmethod
     def _hook(cls, value: str | None, info: object) -> str | None:
-        return validation.hook(value, getattr(info, "field_name", "hook"))
+        return as_value_error(lambda: validation.hook(value, getattr(info, "field_name",
+                                                                     "hook")))
 
 
 class Strategy(BaseModel):
@@ -60,7 +61,7 @@ class Strategy(BaseModel):
     @field_validator("pause", mode="before")
     @classmethod
     def _pause(cls, value: float | str) -> float:
-        return parse_duration(value)
+        return as_value_error(lambda: parse_duration(value))
 
 
 class ApprovalPolicy(BaseModel):
@@ -82,6 +83,12 @@ class TargetSpec(BaseModel):
     zone: str = Field(default="", max_length=64, pattern=r"^[a-z0-9._-]*$",
                       description="distributed mode: queue of the workers that reach these "
                                   "servers ('' = the default queue)")
+
+    @field_validator("webroot", "releases")
+    @classmethod
+    def _path(cls, value: str, info: object) -> str:
+        return as_value_error(lambda: validation.remote_path(
+            value, getattr(info, "field_name", "path")))
 
     @model_validator(mode="after")
     def _paths(self) -> TargetSpec:

@@ -82,6 +82,7 @@ class TaskView:
     project: str
     environment: str
     submitted_by: str
+    servers: list[str] | None = None  # names of the chosen subset; None: all
 
 
 def _view_query() -> Any:
@@ -93,7 +94,18 @@ def _view_query() -> Any:
 
 def view(ctx: Context, task: DeployTask) -> TaskView:
     row = ctx.db.execute(_view_query().where(DeployTask.id == task.id)).one()
-    return TaskView(*row)
+    return _with_server_names(ctx, [TaskView(*row)])[0]
+
+
+def _with_server_names(ctx: Context, views: list[TaskView]) -> list[TaskView]:
+    """Fill in server names for a page of tasks with one query."""
+    ids = {i for v in views for i in (v.task.server_ids or [])}
+    names = dict(ctx.db.execute(select(Server.id, Server.name).where(Server.id.in_(ids)))
+                 .tuples().all()) if ids else {}
+    for v in views:
+        if v.task.server_ids is not None:
+            v.servers = [names.get(i, f"#{i}") for i in v.task.server_ids]
+    return views
 
 
 def submit(ctx: Context, space: Space, spec: TaskSpec) -> DeployTask:
@@ -173,7 +185,7 @@ def list_tasks(ctx: Context, space: Space, *, project: str | None = None,
     if cursor is not None:
         query = query.where(DeployTask.id < cursor)
     rows = ctx.db.execute(query.order_by(DeployTask.id.desc()).limit(limit + 1)).all()
-    views = [TaskView(*row) for row in rows[:limit]]
+    views = _with_server_names(ctx, [TaskView(*row) for row in rows[:limit]])
     return Page(views, views[-1].task.id if len(rows) > limit else None)
 
 
@@ -427,3 +439,94 @@ def target_servers(ctx: Context, task: DeployTask) -> list[Server]:
         return servers
     chosen = set(task.server_ids)
     return [s for s in servers if s.id in chosen]
+
+
+# -- what an interface may offer ---------------------------------------------------------
+# The same rules as the actions above, asked in advance so that pages show only buttons
+# that would work. The actions still check everything themselves.
+
+ACTIONS = ("approve", "reject", "edit", "start", "cancel", "retry", "continue", "rollback")
+_ENDED = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.INTERRUPTED)
+
+
+@dataclass
+class ApprovalStatus:
+    """Where a task's approval stands, and whether the caller may approve or reject it."""
+
+    given: int
+    required: int
+    approved_by_me: bool
+    may_decide: bool
+
+
+def approval_status(ctx: Context, tasks: list[DeployTask]) -> dict[int, ApprovalStatus]:
+    """Per task (two queries for any number of tasks: fit for a list page)."""
+    if not tasks:
+        return {}
+    who = ctx.principal
+    ids = [t.id for t in tasks]
+    policy = {target_id: (required, self_ok) for target_id, required, self_ok in ctx.db.execute(
+        select(Target.id, Target.approvals_required, Target.allow_self_approval)
+        .where(Target.id.in_({t.target_id for t in tasks})))}
+    given: dict[int, int] = {}
+    mine: set[int] = set()
+    for task_id, user_id in ctx.db.execute(
+            select(Approval.task_id, Approval.user_id)
+            .where(Approval.task_id.in_(ids), Approval.decision == "approved")):
+        given[task_id] = given.get(task_id, 0) + 1
+        if user_id == who.user_id:
+            mine.add(task_id)
+    out: dict[int, ApprovalStatus] = {}
+    for task in tasks:
+        may = (task.state is TaskState.PENDING_APPROVAL and task.id not in mine
+               and rbac.allowed(who, "task.approve", task.space_id, task.project_id)
+               and (task.submitted_by_id != who.user_id or policy[task.target_id][1]))
+        out[task.id] = ApprovalStatus(given.get(task.id, 0), policy[task.target_id][0],
+                                      task.id in mine, may)
+    return out
+
+
+def may_roll_back(ctx: Context, target: Target) -> bool:
+    """Whether the caller may submit (and start) a rollback of ``target``."""
+    who = ctx.principal
+    return rbac.allowed(who, "task.rollback", target.space_id, target.project_id) and (
+        target.developers_can_rollback
+        or rbac.may_manage_others_tasks(who, target.space_id, target.project_id))
+
+
+def available_actions(ctx: Context, task: DeployTask,
+                      status: ApprovalStatus | None = None) -> frozenset[str]:
+    """Which of ``ACTIONS`` the caller may take on ``task`` in its current state."""
+    from shipyard.services import runs
+
+    who = ctx.principal
+    space_id, project_id = task.space_id, task.project_id
+    target = ctx.db.get_one(Target, task.target_id)
+    own_or_manager = task.submitted_by_id == who.user_id or rbac.may_manage_others_tasks(
+        who, space_id, project_id)
+    status = status or approval_status(ctx, [task])[task.id]
+    offered: set[str] = set()
+    if status.may_decide:
+        offered |= {"approve", "reject"}
+    if task.state in EDITABLE and own_or_manager and rbac.allowed(
+            who, "task.edit", space_id, project_id):
+        offered.add("edit")
+    if task.state is TaskState.APPROVED and (
+            may_roll_back(ctx, target) if task.kind is TaskKind.ROLLBACK
+            else rbac.allowed(who, "task.start", space_id, project_id)):
+        offered.add("start")
+    if (task.state in CANCELLABLE or (task.state is TaskState.RUNNING
+                                      and task.cancel_requested_at is None)) \
+            and own_or_manager and rbac.allowed(who, "task.cancel", space_id, project_id):
+        offered.add("cancel")
+    if task.state in _ENDED and rbac.allowed(who, "task.submit", space_id, project_id):
+        if task.state is not TaskState.SUCCEEDED:
+            offered.add("retry")
+        if task.kind is TaskKind.DEPLOY:
+            rest = {s.id for s in resolve_servers(ctx, target)} - runs.switched_hosts(
+                ctx, task.id)
+            if rest and task.server_ids is not None:
+                offered.add("continue")
+    if may_roll_back(ctx, target):
+        offered.add("rollback")
+    return frozenset(offered)

@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, Strict
 
+from shipyard.errors import InvalidInput
 from shipyard.services import validation
 
-Name = Annotated[str, AfterValidator(validation.name)]
-Username = Annotated[str, AfterValidator(validation.username)]
-Host = Annotated[str, AfterValidator(validation.host)]
-Port = Annotated[int, AfterValidator(validation.port)]
-UnixUser = Annotated[str, AfterValidator(validation.unix_user)]
-Labels = Annotated[list[str], AfterValidator(validation.labels)]
-Variables = Annotated[dict[str, str], AfterValidator(validation.variables)]
-Title = Annotated[str, AfterValidator(lambda v: validation.text(v, "title", 200,
-                                                                 allow_empty=False))]
+T = TypeVar("T")
+
+
+def checked(rule: Callable[..., T]) -> AfterValidator:
+    """Run a validation rule inside Pydantic: its InvalidInput becomes a ValueError, so
+    Pydantic records where in the input it happened (``servers.2``, ``strategy.pause``)
+    and reports every error, not just the first."""
+
+    def run(value: Any) -> T:
+        try:
+            return rule(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+
+    return AfterValidator(run)
+
+
+Name = Annotated[str, checked(validation.name)]
+Username = Annotated[str, checked(validation.username)]
+Host = Annotated[str, checked(validation.host)]
+# Strict: a port is a JSON number; "22" or true are mistakes, not ports.
+Port = Annotated[int, Strict(), checked(validation.port)]
+UnixUser = Annotated[str, checked(validation.unix_user)]
+Labels = Annotated[list[str], checked(validation.labels)]
+Variables = Annotated[dict[str, str], checked(validation.variables)]
+Title = Annotated[str, checked(lambda v: validation.text(v, "title", 200, allow_empty=False))]
 Description = Annotated[str, Field(max_length=500)]
+
+
+def as_value_error(rule: Callable[[], T]) -> T:
+    """For field validators: a rule's InvalidInput as the ValueError Pydantic expects."""
+    try:
+        return rule()
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None

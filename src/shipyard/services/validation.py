@@ -13,13 +13,14 @@ import re
 
 from shipyard.errors import InvalidInput
 
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
-_USERNAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{0,62}[a-zA-Z0-9])?$")
-_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_UNIX_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# \Z, not $: "$" also matches before a trailing newline, and "web\n" is no name.
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?\Z")
+_USERNAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{0,62}[a-zA-Z0-9])?\Z")
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+_UNIX_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 
 
 def name(value: str, field: str = "name") -> str:
@@ -106,14 +107,14 @@ def webroot_and_releases(webroot: str, releases: str) -> tuple[str, str]:
     """Both paths valid, and neither inside the other (the webroot is a symlink that
     gets replaced; the releases dir holds real directories)."""
     webroot = remote_path(webroot, "webroot")
-    releases = remote_path(releases, "releases_dir")
+    releases = remote_path(releases, "releases")
     if webroot == releases:
-        raise InvalidInput("webroot and releases_dir must differ", field="webroot")
+        raise InvalidInput("webroot and releases must differ", field="webroot")
     if webroot.startswith(releases + "/"):
-        raise InvalidInput("webroot must not be inside releases_dir", field="webroot")
+        raise InvalidInput("webroot must not be inside releases", field="webroot")
     if releases.startswith(webroot + "/"):
-        raise InvalidInput("releases_dir must not be inside webroot (the webroot is a "
-                           "symlink)", field="releases_dir")
+        raise InvalidInput("releases must not be inside webroot (the webroot is a "
+                           "symlink)", field="releases")
     return webroot, releases
 
 
