@@ -16,7 +16,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from shipyard.deploy.logsink import LogSink
 from shipyard.jobs.locks import TargetLocks
@@ -92,7 +92,10 @@ def claim(runtime: Runtime, task_id: int, holder: str) -> bool:
                                    DeployTask.state == TaskState.QUEUED)
                             .values(state=TaskState.RUNNING, started_at=now,
                                     heartbeat_at=now, runner=holder,
-                                    release=make_release_id(task_id, now),
+                                    # A follow-up (retry, continue) ships the same
+                                    # release as its parent, so hosts agree on its id.
+                                    release=func.coalesce(DeployTask.release,
+                                                          make_release_id(task_id, now)),
                                     version=DeployTask.version + 1, updated_at=now))
         return result.rowcount == 1  # type: ignore[attr-defined]
 

@@ -385,6 +385,7 @@ def follow_up(ctx: Context, space: Space, task_id: int, which: str) -> DeployTas
         environment_id=parent.environment_id, kind=parent.kind, title=title[:200],
         ref=parent.ref, commit_sha=parent.commit_sha, server_ids=sorted(ids),
         rollback_to=parent.rollback_to, parent_task_id=parent.id,
+        release=parent.release if parent.kind is TaskKind.DEPLOY else None,
         state=TaskState.APPROVED, submitted_by_id=who.user_id)
     ctx.db.add(task)
     ctx.db.flush()

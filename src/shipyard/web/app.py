@@ -8,10 +8,23 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from shipyard.web.pages import account, servers
+from shipyard.web.pages import (
+    account,
+    admin,
+    audit,
+    credentials,
+    environments,
+    members,
+    projects,
+    releases,
+    servers,
+    tasks,
+)
 
 STATIC = Path(__file__).parent / "static"
-PAGE_ROUTERS = [account.router, servers.router]
+PAGE_ROUTERS = [account.router, servers.router, tasks.router, releases.router,
+                admin.router, members.router, environments.router,
+                credentials.router, projects.router, audit.router]
 
 
 def install(app: FastAPI) -> None:

@@ -7,6 +7,7 @@ which buttons to show."""
 from __future__ import annotations
 
 import secrets
+from urllib.parse import quote, unquote
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -83,8 +84,8 @@ class PageCall:
     def redirect(self, url: str, flash: str | None = None) -> RedirectResponse:
         response = RedirectResponse(url, status_code=303)
         if flash:
-            response.set_cookie(FLASH_COOKIE, flash[:300], httponly=True, samesite="lax",
-                                path="/", max_age=60)
+            response.set_cookie(FLASH_COOKIE, quote(flash[:300]), httponly=True,
+                                samesite="lax", path="/", max_age=60)
         return response
 
     def _pending_approvals(self) -> int:
@@ -118,7 +119,7 @@ class PageGuard:
             ctx.who = accounts.load_principal(ctx, user)
             call = PageCall(request, ctx, user, session, language(request, user),
                             user.timezone or request.cookies.get(TZ_COOKIE),
-                            flash=request.cookies.get(FLASH_COOKIE))
+                            flash=unquote(request.cookies.get(FLASH_COOKIE, "")) or None)
             if "space" in request.path_params:
                 call.space = lookup.space(ctx, request.path_params["space"])
                 if session.space_id != call.space.id:

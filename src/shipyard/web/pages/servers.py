@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from shipyard.errors import ShipyardError
 from shipyard.models import Server
-from shipyard.services import credentials, servers
+from shipyard.services import checks, credentials, servers
 from shipyard.services.servers import ServerSpec
 from shipyard.web import forms
 from shipyard.web.session import Form, Page, PageCall
@@ -67,6 +67,18 @@ def server_create(space: str, page: Page, form: Form) -> Response:
         return _form(page, server=None, values=values, errors=forms.FormErrors.of(exc),
                      status=422)
     return page.redirect(f"/s/{space}/servers", flash=f"Server {server.name} added.")
+
+
+@router.post("/s/{space}/servers/check")
+def server_check(space: str, page: Page, form: Form) -> Response:
+    """Check the ticked servers (or all of them): SSH reach, host key, free disk."""
+    names = forms.many(form, "servers") if form.get("scope") != "all" else []
+    # Host keys seen on first contact are recorded through a connection of their own:
+    # commit this request's writes first so that it never waits on our (SQLite) lock.
+    page.ctx.db.commit()
+    reports = checks.check_servers(page.ctx, page.in_space, names)
+    return page.render("pages/server_check.html", hosts=reports, git=None,
+                       ok=all(r.ok for r in reports), title=None, back=f"/s/{space}/servers")
 
 
 @router.get("/s/{space}/servers/{name}")
