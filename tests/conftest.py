@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from shipyard.app import build_runtime, create_app
 from shipyard.config import Settings
@@ -29,24 +29,60 @@ EXTERNAL_DB = os.environ.get("SHIPYARD_TEST_DATABASE_URL")
 SECRET_KEY = Fernet.generate_key().decode()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def cheap_password_hashing() -> Iterator[None]:
+    """Argon2 at production cost takes ~0.1 s of CPU per hash; tests create hundreds of
+    users. Same algorithm, lower cost (servers started as subprocesses keep the real one)."""
+    from argon2 import PasswordHasher
+
+    from shipyard.auth import passwords
+
+    real = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    passwords._hasher = real
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "runtime" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
 
 
+def worker_database(url: str, worker: str) -> str:
+    """Each xdist worker gets its own database on the external server (created here),
+    so PostgreSQL and MariaDB runs can be parallel too."""
+    if worker == "master":
+        return url
+    parsed = make_url(url)
+    name = f"{parsed.database}_{worker}"
+    admin = make_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if parsed.get_backend_name() == "postgresql":
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                  {"n": name}).scalar()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        else:
+            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                              "CHARACTER SET utf8mb4"))
+    admin.dispose()
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+def migrated_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> str:
     """A SQLite file migrated once per worker, copied for each test; or the external
-    database, emptied and migrated once."""
+    database (one per worker), emptied and migrated once."""
     if EXTERNAL_DB:
-        engine = make_engine(EXTERNAL_DB)
+        url = worker_database(EXTERNAL_DB, worker_id)
+        engine = make_engine(url)
         with engine.begin() as conn:
             Base.metadata.drop_all(conn)
             conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         engine.dispose()
-        upgrade(EXTERNAL_DB)
-        return EXTERNAL_DB
+        upgrade(url)
+        return url
     path = tmp_path_factory.mktemp("template") / "template.db"
     upgrade(f"sqlite:///{path}")
     return str(path)
@@ -55,8 +91,8 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def database_url(migrated_template: str, tmp_path: Path) -> Iterator[str]:
     if EXTERNAL_DB:
-        yield EXTERNAL_DB
-        engine = make_engine(EXTERNAL_DB)
+        yield migrated_template
+        engine = make_engine(migrated_template)
         with engine.begin() as conn:
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(table.delete())

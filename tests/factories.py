@@ -65,6 +65,7 @@ class Factory:
         self.client = client
         self.tmp_path = tmp_path
         self.tokens: dict[str, str] = {}
+        self.spaces_made: set[str] = set()
 
     # -- users and tokens ---------------------------------------------------------------
 
@@ -97,6 +98,7 @@ class Factory:
     # -- spaces -------------------------------------------------------------------------
 
     def space(self, name: str, members: dict[str, str] | None = None) -> str:
+        self.spaces_made.add(name)
         for username in members or {}:
             self.user(username)
         with unit_of_work(self.runtime) as ctx:
@@ -177,20 +179,17 @@ def _deploy_world(self: Factory, hosts: list[Any], *, approvals: int = 0,
 
     base = "w" + _secrets.token_hex(4)
     self.user("root", is_super=True)
-    if "ops" not in self.tokens.get("_spaces", ""):
+    if "ops" not in self.spaces_made:
         self.space("ops", {"lead": "master", "dev": "developer", "viewer": "reporter"})
-        self.tokens["_spaces"] = self.tokens.get("_spaces", "") + ",ops"
-        self.api("root", "POST", "/spaces/ops/environments", json={"name": "test"},
-                 expect=201)
-        self.api("root", "POST", "/spaces/ops/environments", json={"name": "prod"},
-                 expect=201)
+        for env in ("test", "prod"):
+            self.api("root", "POST", "/spaces/ops/environments", json={"name": env},
+                     expect=201)
         self.api("lead", "POST", "/spaces/ops/credentials", expect=201,
                  json={"name": "fleet-key", "kind": "ssh_key",
                        "secret": hosts[0].client_private_key})
     for host in hosts:
-        if self.api("lead", "GET", f"/spaces/ops/servers/{host.name}", expect=None) is None \
-                or "code" in (self.api("lead", "GET", f"/spaces/ops/servers/{host.name}",
-                                       expect=None) or {}):
+        found = self.api("lead", "GET", f"/spaces/ops/servers/{host.name}", expect=None)
+        if found.get("code") == "not_found":
             self.api("lead", "POST", "/spaces/ops/servers", expect=201,
                      json={"name": host.name, "host": host.address, "port": host.port,
                            "user": host.user, "credential": "fleet-key"})

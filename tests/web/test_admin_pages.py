@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from babel.messages.pofile import read_po
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi.testclient import TestClient
 
-from shipyard.auth import passwords
 from shipyard.auth.rbac import Principal
 from shipyard.services import audit, lookup
 from shipyard.services.context import unit_of_work
@@ -30,13 +28,6 @@ MY_TEMPLATES = [*TEMPLATES.glob("admin/*.html"), *(
         "members.html", "environments.html", "credentials.html", "credential_form.html",
         "projects.html", "project.html", "project_form.html", "target_form.html",
         "audit.html", "server_check.html", "servers.html"))]
-
-
-@pytest.fixture(autouse=True)
-def quick_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2 at its cheapest: these tests log in a lot, and hashing cost is not under test."""
-    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8,
-                                                             parallelism=1))
 
 
 class Browser:
