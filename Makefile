@@ -22,7 +22,7 @@ test: $(STAMP)
 
 ## Re-run the database-backed tests against SHIPYARD_TEST_DATABASE_URL
 test-db: $(STAMP)
-	$(BIN)/python -m pytest -q -m db
+	$(BIN)/python -m pytest -q -n 2 -m db
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
