@@ -9,10 +9,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from shipyard import __version__
-from shipyard.api import account, admin, errors, inventory, projects, runs, tasks
+from shipyard.api import account, admin, errors, integrations, inventory, projects, runs, tasks
 from shipyard.api.limits import BodyLimit
 from shipyard.config import Settings
 from shipyard.db.engine import make_engine, make_sessionmaker
+from shipyard.integrations.notify import Notifier, notifier_of
 from shipyard.jobs.dispatch import InProcessDispatcher
 from shipyard.jobs.recovery import Reaper
 from shipyard.services.context import Runtime
@@ -21,7 +22,7 @@ from shipyard.web import app as web
 
 API_PREFIX = "/api/v1"
 ROUTERS = (account.router, admin.router, inventory.router, projects.router, tasks.router,
-           runs.router)
+           runs.router, integrations.router)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -35,6 +36,7 @@ def build_runtime(settings: Settings) -> Runtime:
         from shipyard.jobs.celery import CeleryDispatcher
 
         runtime.dispatcher = CeleryDispatcher(settings)
+    runtime.listeners.append(Notifier(runtime))
     return runtime
 
 
@@ -46,9 +48,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         reaper = Reaper(runtime).start() if reap else None
+        notifier = notifier_of(runtime)
+        if reap and notifier is not None:
+            notifier.resume()
         yield
         if reaper is not None:
             reaper.stop()
+        if notifier is not None:
+            notifier.close()
         if runtime.dispatcher is not None:
             runtime.dispatcher.shutdown()
 

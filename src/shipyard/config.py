@@ -35,6 +35,29 @@ class Settings(BaseSettings):
     )
     cookie_secure: bool = False
     trust_proxy_headers: bool = False
+    # Integrations: webhooks in, notifications out (docs/integrations.md).
+    webhook_max_body_bytes: int = Field(default=1_048_576, description="largest webhook "
+                                        "payload accepted (max_body_bytes applies first)")
+    webhook_max_age: int = Field(default=3600, description="seconds a signed webhook "
+                                 "timestamp may be off by (Gitee)")
+    webhook_keep_rejected: int = Field(default=200, description="refused deliveries kept "
+                                       "per project")
+    allow_private_webhook_urls: bool = Field(
+        default=False, description="let notification URLs reach loopback, link-local and "
+                                   "private addresses")
+    notify_timeout: float = Field(default=10.0, description="seconds per delivery attempt")
+    notify_max_attempts: int = Field(default=5, ge=1, le=20)
+    notify_backoff: float = Field(default=5.0, description="seconds before the first retry; "
+                                  "doubles each time")
+    notify_backoff_max: float = 600.0
+    notify_ca_file: Path | None = Field(default=None, description="extra CA bundle for "
+                                        "outgoing TLS (HTTPS receivers, SMTP)")
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "shipyard@localhost"
 
     @property
     def resolved_database_url(self) -> str:

@@ -61,6 +61,11 @@ PERMISSIONS: dict[str, Rule] = {
     "task.start": Rule(Scope.PROJECT, D),
     "task.approve": Rule(Scope.PROJECT, M),  # not one's own, unless the target allows
     "task.rollback": Rule(Scope.PROJECT, D), # DEVELOPER only where the target allows
+    "webhook.read": Rule(Scope.PROJECT, R),  # the URL, the rules, recent deliveries
+    "webhook.manage": Rule(Scope.PROJECT, M),  # secret, rules (they deploy: MASTER+)
+    "channel.read": Rule(Scope.SPACE, R),    # never the URL or signing secret
+    "channel.manage": Rule(Scope.SPACE, M),
+    "delivery.read": Rule(Scope.SPACE, M),   # notifications and every delivery attempt
 }
 
 # Above this role a task need not be one's own to edit or cancel it.

@@ -10,6 +10,15 @@ from shipyard.models.deploys import (
     TaskKind,
     TaskState,
 )
+from shipyard.models.integrations import (
+    Channel,
+    Notification,
+    NotificationAttempt,
+    ProjectWebhook,
+    WebhookDelivery,
+    WebhookRule,
+    target_channels,
+)
 from shipyard.models.inventory import Credential, Environment, Server
 from shipyard.models.projects import Project, Target, target_servers
 from shipyard.models.releases import HostRelease, TargetLock
@@ -22,4 +31,6 @@ __all__ = [
     "Role", "Server", "Space", "SpaceMember", "Target", "TaskKind", "TaskState", "User",
     "target_servers", "HOST_STAGES", "HostStep", "LogLine", "Stage", "StepStatus",
     "HostRelease", "TargetLock",
+    "Channel", "Notification", "NotificationAttempt", "ProjectWebhook", "WebhookDelivery",
+    "WebhookRule", "target_channels",
 ]

@@ -87,7 +87,12 @@ def update_project(ctx: Context, space: Space, name: str,
                    changes: dict[str, object]) -> Project:
     project = lookup.named(ctx, Project, space.id, name)
     rbac.require(ctx.principal, "project.manage", space.id, project.id)
-    spec = ProjectSpec.model_validate({**spec_of(project).model_dump(), **changes})
+    current = spec_of(project).model_dump()
+    merged = {**current, **changes}
+    hooks = changes.get("hooks")
+    if isinstance(hooks, dict):  # a patch of one hook keeps the other (null removes one)
+        merged["hooks"] = {**current["hooks"], **hooks}
+    spec = ProjectSpec.model_validate(merged)
     before = audit.snapshot(project, FIELDS)
     _assign(ctx, space, project, spec)
     with integrity(f"project {spec.name!r}"):

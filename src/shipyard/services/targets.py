@@ -125,7 +125,15 @@ def update_target(ctx: Context, space: Space, project: Project, environment: str
                   changes: dict[str, object]) -> Target:
     rbac.require(ctx.principal, "target.manage", space.id, project.id)
     target = lookup.target(ctx, project, environment)
-    spec = TargetSpec.model_validate({**spec_of(target).model_dump(), **changes})
+    current = spec_of(target).model_dump()
+    merged = {**current, **changes}
+    for key in ("hooks", "strategy", "approval"):
+        # A patch of a sub-object changes the fields it names and keeps the others:
+        # {"approval": {"allow_self_approval": true}} must not reset ``required`` to 0.
+        patch = changes.get(key)
+        if isinstance(patch, dict):
+            merged[key] = {**current[key], **patch}
+    spec = TargetSpec.model_validate(merged)
     before = snapshot(target)
     _assign(ctx, space, target, spec)
     with integrity(f"a target for {project.name!r} in {spec.environment!r}",

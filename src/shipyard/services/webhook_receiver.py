@@ -95,7 +95,8 @@ def receive(runtime: Runtime, incoming: Incoming, now: float | None = None) -> O
     found = _find(runtime, incoming.space, incoming.project)
     if found is None or found.secret is None:
         # Fail exactly as a wrong secret would.
-        exc = _auth_error(host, secrets.token_urlsafe(32), request, settings.webhook_max_age)
+        exc = _auth_error(host, secrets.token_urlsafe(32), request,
+                          settings.webhook_max_age) or PermissionDenied()
         log.warning("webhook %s for %s/%s refused: no such webhook (%s)", host.name,
                     incoming.space, incoming.project, exc.message)
         if found is not None:
@@ -170,7 +171,7 @@ def _reject(runtime: Runtime, found: _Hook, host: Provider, request: Request,
 
 def _accept(runtime: Runtime, found: _Hook, host: Provider, request: Request,
             incoming: Incoming) -> Outcome:
-    key = f"{host.name}:{host.delivery_id(request)}"[:160]
+    key = f"{host.name}:{host.replay_key(request)}"[:160]
     try:
         parsed: GitEvent | Ignored = host.parse(request)
     except InvalidInput as exc:
@@ -195,7 +196,11 @@ def _accept(runtime: Runtime, found: _Hook, host: Provider, request: Request,
     if isinstance(parsed, Ignored):
         outcome = Outcome(delivery_id, "ignored", parsed.reason)
     else:
-        outcome = _trigger(runtime, found, host, parsed, delivery_id, incoming.address)
+        try:
+            outcome = _trigger(runtime, found, host, parsed, delivery_id, incoming.address)
+        except Exception as exc:  # recorded, so the delivery does not stay "received"
+            log.exception("webhook delivery %s failed", delivery_id)
+            outcome = Outcome(delivery_id, "failed", f"internal error: {exc}")
     with runtime.sessions() as db, db.begin():
         db.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
                    .values(status=outcome.status, reason=outcome.reason,
@@ -266,4 +271,7 @@ def _fire(runtime: Runtime, found: _Hook, host: Provider, event: GitEvent,
         result["error"] = f"acting as the rule's author: {exc.message}"
     except ShipyardError as exc:
         result["error"] = exc.message
+    except Exception as exc:  # one rule's crash must not lose the others' tasks
+        log.exception("webhook rule %s failed", rule.name)
+        result["error"] = f"internal error: {exc}"
     return result
