@@ -170,7 +170,8 @@
     el.setAttribute("data-seq", String(line.seq));
     var who = document.createElement("span");
     who.className = "host";
-    who.textContent = (line.host || label("build host")) + " " + line.stage + " ";
+    who.textContent = (line.host || (line.stage === "build" ? label("build host") : "")) +
+      " " + line.stage + " ";
     var text = document.createElement("span");
     text.className = "text";
     text.textContent = line.line;
