@@ -20,8 +20,14 @@ MAX_LINE = 8192
 
 
 class LogSink:
-    def __init__(self, sessions: sessionmaker[Session], task_id: int, *,
-                 interval: float = 0.2, batch: int = 2000) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        task_id: int,
+        *,
+        interval: float = 0.2,
+        batch: int = 2000,
+    ) -> None:
         self.sessions = sessions
         self.task_id = task_id
         self.interval = interval
@@ -31,21 +37,30 @@ class LogSink:
         self._wake = threading.Event()
         self._closed = False
         with sessions() as db:
-            self._seq = db.scalar(select(func.max(LogLine.seq))
-                                  .where(LogLine.task_id == task_id)) or 0
-        self._thread = threading.Thread(target=self._run, name=f"logsink-{task_id}",
-                                        daemon=True)
+            self._seq = (
+                db.scalar(select(func.max(LogLine.seq)).where(LogLine.task_id == task_id)) or 0
+            )
+        self._thread = threading.Thread(target=self._run, name=f"logsink-{task_id}", daemon=True)
         self._thread.start()
 
-    def emit(self, host: str, stage: str, stream: str, line: str,
-             at: datetime | None = None) -> None:
+    def emit(
+        self, host: str, stage: str, stream: str, line: str, at: datetime | None = None
+    ) -> None:
         if len(line) > MAX_LINE:
             line = line[:MAX_LINE] + " …[truncated]"
         with self._lock:
             self._seq += 1
-            self._pending.append({"task_id": self.task_id, "seq": self._seq, "host": host,
-                                  "stage": stage, "stream": stream, "line": line,
-                                  "at": at or utcnow()})
+            self._pending.append(
+                {
+                    "task_id": self.task_id,
+                    "seq": self._seq,
+                    "host": host,
+                    "stage": stage,
+                    "stream": stream,
+                    "line": line,
+                    "at": at or utcnow(),
+                }
+            )
             if len(self._pending) >= self.batch:
                 self._wake.set()
 
@@ -58,7 +73,7 @@ class LogSink:
             rows, self._pending = self._pending, []
         for start in range(0, len(rows), self.batch):
             with self.sessions() as db, db.begin():
-                db.execute(insert(LogLine), rows[start:start + self.batch])
+                db.execute(insert(LogLine), rows[start : start + self.batch])
 
     def close(self) -> None:
         self._closed = True

@@ -36,10 +36,13 @@ class Rollout:
 
     @classmethod
     def from_strategy(cls, strategy: dict[str, Any]) -> Rollout:
-        return cls(batch=strategy.get("batch"), pause=float(strategy.get("pause") or 0),
-                   stop_on_failure=strategy.get("on_failure", "stop") != "continue",
-                   parallel=int(strategy.get("parallel") or DEFAULT_PARALLEL),
-                   command_timeout=float(strategy.get("timeout") or DEFAULT_COMMAND_TIMEOUT))
+        return cls(
+            batch=strategy.get("batch"),
+            pause=float(strategy.get("pause") or 0),
+            stop_on_failure=strategy.get("on_failure", "stop") != "continue",
+            parallel=int(strategy.get("parallel") or DEFAULT_PARALLEL),
+            command_timeout=float(strategy.get("timeout") or DEFAULT_COMMAND_TIMEOUT),
+        )
 
 
 def batches(hosts: Sequence[T], size: int | None) -> list[list[T]]:
@@ -48,7 +51,7 @@ def batches(hosts: Sequence[T], size: int | None) -> list[list[T]]:
         return []
     if not size or size >= len(hosts):
         return [list(hosts)]
-    return [list(hosts[i:i + size]) for i in range(0, len(hosts), size)]
+    return [list(hosts[i : i + size]) for i in range(0, len(hosts), size)]
 
 
 def ref_kind(ref: str, branches: set[str], tags: set[str]) -> dict[str, str]:

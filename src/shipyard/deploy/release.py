@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ReleaseInfo",
     "current_release",
+    "is_release_id",
     "list_releases",
     "make_release_id",
+    "parse_live_target",
     "parse_release_listing",
     "plan_prune",
     "prepare_release_dir",

@@ -58,8 +58,14 @@ from shipyard.services.context import Runtime
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEPLOY_STAGES = (Stage.CONNECT, Stage.TRANSFER, Stage.PREV_RELEASE, Stage.SWITCH,
-                 Stage.POST_RELEASE, Stage.PRUNE)
+DEPLOY_STAGES = (
+    Stage.CONNECT,
+    Stage.TRANSFER,
+    Stage.PREV_RELEASE,
+    Stage.SWITCH,
+    Stage.POST_RELEASE,
+    Stage.PRUNE,
+)
 ROLLBACK_STAGES = (Stage.CONNECT, Stage.PREV_RELEASE, Stage.SWITCH, Stage.POST_RELEASE)
 
 
@@ -120,28 +126,44 @@ def load_job(runtime: Runtime, task_id: int, now: datetime) -> DeployJob:
         servers = target_servers(Context(db=db, runtime=runtime), task)
         hosts = [host_target(runtime.vault, server) for server in servers]
         return DeployJob(
-            task_id=task.id, kind=task.kind, title=task.title, ref=task.ref,
-            commit=task.commit_sha or "", release_id=task.release
-            or remote.make_release_id(task.id, now), rollback_to=task.rollback_to,
-            project_id=project.id, project_name=project.name, repo_url=project.repo_url,
-            build=BuildSpec(project_name=project.name, sha=task.commit_sha or "",
-                            prev_deploy=(project.hooks or {}).get("prev_deploy"),
-                            post_deploy=(project.hooks or {}).get("post_deploy"),
-                            excludes=list(project.excludes or []),
-                            includes=list(project.includes or []),
-                            variables=dict(project.variables or {})),
-            target_id=target.id, webroot=target.webroot, releases_dir=target.releases_dir,
-            keep=target.keep, release_hooks=dict(target.hooks or {}),
+            task_id=task.id,
+            kind=task.kind,
+            title=task.title,
+            ref=task.ref,
+            commit=task.commit_sha or "",
+            release_id=task.release or remote.make_release_id(task.id, now),
+            rollback_to=task.rollback_to,
+            project_id=project.id,
+            project_name=project.name,
+            repo_url=project.repo_url,
+            build=BuildSpec(
+                project_name=project.name,
+                sha=task.commit_sha or "",
+                prev_deploy=(project.hooks or {}).get("prev_deploy"),
+                post_deploy=(project.hooks or {}).get("post_deploy"),
+                excludes=list(project.excludes or []),
+                includes=list(project.includes or []),
+                variables=dict(project.variables or {}),
+            ),
+            target_id=target.id,
+            webroot=target.webroot,
+            releases_dir=target.releases_dir,
+            keep=target.keep,
+            release_hooks=dict(target.hooks or {}),
             rollout=Rollout.from_strategy(dict(target.strategy or {})),
-            env_name=env.name, deploy_user=user.username if user else "",
-            variables=dict(project.variables or {}), hosts=hosts)
+            env_name=env.name,
+            deploy_user=user.username if user else "",
+            variables=dict(project.variables or {}),
+            hosts=hosts,
+        )
 
 
 class Runner:
     """Runs one job. ``cancelled`` is set from outside (the heartbeat sees the request)."""
 
-    def __init__(self, runtime: Runtime, job: DeployJob, sink: LogSink,
-                 cancelled: threading.Event) -> None:
+    def __init__(
+        self, runtime: Runtime, job: DeployJob, sink: LogSink, cancelled: threading.Event
+    ) -> None:
         self.runtime = runtime
         self.job = job
         self.sink = sink
@@ -154,9 +176,11 @@ class Runner:
 
     def run(self) -> Outcome:
         job = self.job
-        self.sink.system(f"{job.kind.value} #{job.task_id} of {job.project_name} "
-                         f"{job.commit[:12]} to {job.env_name}: {len(job.hosts)} host(s), "
-                         f"release {job.release_id}")
+        self.sink.system(
+            f"{job.kind.value} #{job.task_id} of {job.project_name} "
+            f"{job.commit[:12]} to {job.env_name}: {len(job.hosts)} host(s), "
+            f"release {job.release_id}"
+        )
         rows: list[tuple[int | None, str, str]] = []
         if job.kind is TaskKind.DEPLOY:
             rows.append((None, "", Stage.BUILD.value))
@@ -172,8 +196,11 @@ class Runner:
             outcome = Outcome(False, error=exc.message)
         status = StepStatus.CANCELLED if outcome.cancelled else StepStatus.SKIPPED
         self.steps.skip_pending(status)
-        self.sink.system("succeeded" if outcome.succeeded else
-                         f"{'cancelled' if outcome.cancelled else 'failed'}: {outcome.error}")
+        self.sink.system(
+            "succeeded"
+            if outcome.succeeded
+            else f"{'cancelled' if outcome.cancelled else 'failed'}: {outcome.error}"
+        )
         return outcome
 
     # -- build -----------------------------------------------------------------------------
@@ -198,35 +225,60 @@ class Runner:
                 with repos.mirror(ctx, project) as mirror:
                     self.sink.system("fetching the repository", stage=Stage.BUILD)
                     mirror.fetch()
-                    kinds = ref_kind(job.ref, {b.name for b in mirror.branches()},
-                                     {t.name for t in mirror.tags()})
+                    kinds = ref_kind(
+                        job.ref,
+                        {b.name for b in mirror.branches()},
+                        {t.name for t in mirror.tags()},
+                    )
                     self.builtins = self._builtin_vars(kinds)
                     cache = BuildCache(self.runtime.settings.home / "builds")
-                    result = cache.build(job.build, mirror, task_vars=self.builtins,
-                                         on_line=on_line,
-                                         on_hook=lambda name: self.sink.system(
-                                             f"running {name}", stage=Stage.BUILD))
+                    result = cache.build(
+                        job.build,
+                        mirror,
+                        task_vars=self.builtins,
+                        on_line=on_line,
+                        on_hook=lambda name: self.sink.system(f"running {name}", stage=Stage.BUILD),
+                    )
         except Cancelled:
-            self.steps.finish("", Stage.BUILD, StepStatus.CANCELLED,
-                              duration=time.monotonic() - started)
+            self.steps.finish(
+                "", Stage.BUILD, StepStatus.CANCELLED, duration=time.monotonic() - started
+            )
             raise
         except ShipyardError as exc:
-            self.steps.finish("", Stage.BUILD, StepStatus.FAILED,
-                              exit_code=exc.details.get("exit_code"),
-                              duration=time.monotonic() - started,
-                              output_tail=str(exc.details.get("output") or exc.message))
+            self.steps.finish(
+                "",
+                Stage.BUILD,
+                StepStatus.FAILED,
+                exit_code=exc.details.get("exit_code"),
+                duration=time.monotonic() - started,
+                output_tail=str(exc.details.get("output") or exc.message),
+            )
             raise
         self.artifact = result.path
-        self.sink.system("reusing the build of this commit" if result.cached else
-                         f"built in {result.duration:.1f}s", stage=Stage.BUILD)
-        self.steps.finish("", Stage.BUILD, StepStatus.SUCCEEDED, exit_code=0,
-                          duration=time.monotonic() - started)
+        self.sink.system(
+            "reusing the build of this commit"
+            if result.cached
+            else f"built in {result.duration:.1f}s",
+            stage=Stage.BUILD,
+        )
+        self.steps.finish(
+            "", Stage.BUILD, StepStatus.SUCCEEDED, exit_code=0, duration=time.monotonic() - started
+        )
 
     def _builtin_vars(self, kinds: dict[str, str]) -> dict[str, str]:
         job = self.job
-        return {"COMMIT_ID": job.commit, "TASK_ID": str(job.task_id), "TASK_NAME": job.title,
-                "PROJECT_NAME": job.project_name, "ENV_NAME": job.env_name,
-                "DEPLOY_USER": job.deploy_user, "RELEASE": job.release_id, **kinds}
+        # A rollback's hooks act on the release switched to, as its RELEASE_DIR does.
+        release = job.rollback_to if job.kind is TaskKind.ROLLBACK else None
+        return {
+            "COMMIT_ID": job.commit,
+            "TASK_ID": str(job.task_id),
+            "TASK_NAME": job.title,
+            "PROJECT_NAME": job.project_name,
+            "ENV_NAME": job.env_name,
+            "DEPLOY_USER": job.deploy_user,
+            "RELEASE": release or job.release_id,
+            **kinds,
+        }
 
     # -- release ---------------------------------------------------------------------------
 
@@ -242,14 +294,17 @@ class Runner:
             groups = batches(job.hosts, job.rollout.batch)
             for number, group in enumerate(groups, 1):
                 if len(groups) > 1:
-                    self.sink.system(f"batch {number}/{len(groups)}: "
-                                     + ", ".join(h.name for h in group))
-                ready = await self._phase(group, limit, failed,
-                                          lambda h: self._prepare_host(h, conns))
+                    self.sink.system(
+                        f"batch {number}/{len(groups)}: " + ", ".join(h.name for h in group)
+                    )
+                ready = await self._phase(
+                    group, limit, failed, lambda h: self._prepare_host(h, conns)
+                )
                 if failed and job.rollout.stop_on_failure:
                     break
-                await self._phase(ready, limit, failed,
-                                  lambda h: self._activate_host(h, conns[h.name]))
+                await self._phase(
+                    ready, limit, failed, lambda h: self._activate_host(h, conns[h.name])
+                )
                 if failed and job.rollout.stop_on_failure:
                     break
                 if number < len(groups) and job.rollout.pause:
@@ -264,9 +319,12 @@ class Runner:
             raise Cancelled()
         if failed:
             names = sorted(failed)
-            detail = "; ".join(f"{n}: {failed[n]}" for n in names[:5])
-            return Outcome(False, error=f"{len(names)} of {len(job.hosts)} host(s) failed: "
-                           f"{detail}", failed_hosts=names)
+            detail = "; ".join(f"{n} {failed[n]}" for n in names[:5])
+            return Outcome(
+                False,
+                error=f"{len(names)} of {len(job.hosts)} host(s) failed: {detail}",
+                failed_hosts=names,
+            )
         return Outcome(True)
 
     async def _watch_cancel(self) -> None:
@@ -277,9 +335,13 @@ class Runner:
             if task is not main and not task.done():
                 task.cancel()
 
-    async def _phase(self, hosts: list[HostTarget], limit: asyncio.Semaphore,
-                     failed: dict[str, str],
-                     step: Callable[[HostTarget], Awaitable[None]]) -> list[HostTarget]:
+    async def _phase(
+        self,
+        hosts: list[HostTarget],
+        limit: asyncio.Semaphore,
+        failed: dict[str, str],
+        step: Callable[[HostTarget], Awaitable[None]],
+    ) -> list[HostTarget]:
         """Run ``step`` on each host (at most ``limit`` at once); return those that passed."""
 
         async def one(host: HostTarget) -> bool:
@@ -288,16 +350,21 @@ class Runner:
                     await step(host)
                     return True
                 except ShipyardError as exc:
-                    failed[host.name] = exc.message
-                    self.sink.emit(host.name, str(exc.details.get("stage") or "task"),
-                                   "system", f"failed: {exc.message}")
+                    stage = str(exc.details.get("stage") or "task")
+                    # The task's error names host and stage: "host2 at connect: ...".
+                    failed[host.name] = f"at {stage}: {exc.message}"
+                    self.sink.emit(host.name, stage, "system", f"failed: {exc.message}")
                     return False
 
         results = await asyncio.gather(*(one(h) for h in hosts))
         return [h for h, ok in zip(hosts, results, strict=True) if ok]
 
-    async def _stage(self, host: HostTarget, stage: Stage, work: Callable[[], Awaitable[T]],
-                     ) -> T:
+    async def _stage(
+        self,
+        host: HostTarget,
+        stage: Stage,
+        work: Callable[[], Awaitable[T]],
+    ) -> T:
         """Run one stage on one host, recording status, duration and output tail."""
         await asyncio.to_thread(self.steps.start, host.name, stage)
         started = time.monotonic()
@@ -306,34 +373,63 @@ class Runner:
         except ShipyardError as exc:
             exc.details.setdefault("stage", stage.value)
             await asyncio.to_thread(
-                self.steps.finish, host.name, stage, StepStatus.FAILED,
-                exit_code=exc.details.get("exit_code"), duration=time.monotonic() - started,
-                output_tail=str(exc.details.get("output") or exc.message))
+                self.steps.finish,
+                host.name,
+                stage,
+                StepStatus.FAILED,
+                exit_code=exc.details.get("exit_code"),
+                duration=time.monotonic() - started,
+                output_tail=str(exc.details.get("output") or exc.message),
+            )
             raise
         except asyncio.CancelledError:
-            await asyncio.to_thread(self.steps.finish, host.name, stage, StepStatus.CANCELLED,
-                                    duration=time.monotonic() - started)
+            await asyncio.to_thread(
+                self.steps.finish,
+                host.name,
+                stage,
+                StepStatus.CANCELLED,
+                duration=time.monotonic() - started,
+            )
             raise
-        await asyncio.to_thread(self.steps.finish, host.name, stage, StepStatus.SUCCEEDED,
-                                exit_code=0, duration=time.monotonic() - started)
+        await asyncio.to_thread(
+            self.steps.finish,
+            host.name,
+            stage,
+            StepStatus.SUCCEEDED,
+            exit_code=0,
+            duration=time.monotonic() - started,
+        )
         return result
 
     def _on_line(self, host: str, stage: Stage) -> Callable[[str, str], None]:
         return lambda stream, line: self.sink.emit(host, stage, stream, line)
 
     def _host_vars(self, host: HostTarget, release_dir: str) -> dict[str, str]:
-        return hook_variables(self.job.variables, {
-            **self.builtins, "RELEASE_DIR": release_dir, "WEBROOT": self.job.webroot,
-            "SERVER": host.name, "WORKSPACE": release_dir})
+        return hook_variables(
+            self.job.variables,
+            {
+                **self.builtins,
+                "RELEASE_DIR": release_dir,
+                "WEBROOT": self.job.webroot,
+                "SERVER": host.name,
+                "WORKSPACE": release_dir,
+            },
+        )
 
-    async def _hook(self, conn: SSHConnection, host: HostTarget, stage: Stage,
-                    release_dir: str) -> None:
+    async def _hook(
+        self, conn: SSHConnection, host: HostTarget, stage: Stage, release_dir: str
+    ) -> None:
         script = self.job.release_hooks.get(stage.value)
         if not script:
             return
-        await conn.run(["sh", "-c", script], env=self._host_vars(host, release_dir),
-                       cwd=release_dir, timeout=self.job.rollout.command_timeout,
-                       on_line=self._on_line(host.name, stage), stage=stage.value)
+        await conn.run(
+            ["sh", "-c", script],
+            env=self._host_vars(host, release_dir),
+            cwd=release_dir,
+            timeout=self.job.rollout.command_timeout,
+            on_line=self._on_line(host.name, stage),
+            stage=stage.value,
+        )
 
     # -- phase A: connect, transfer, prev_release ------------------------------------------
 
@@ -342,8 +438,9 @@ class Runner:
         conn = await self._stage(host, Stage.CONNECT, lambda: self._connect(host))
         conns[host.name] = conn
         if job.kind is TaskKind.ROLLBACK:
-            release_dir = await self._stage(host, Stage.PREV_RELEASE,
-                                            lambda: self._rollback_prepare(conn, host))
+            release_dir = await self._stage(
+                host, Stage.PREV_RELEASE, lambda: self._rollback_prepare(conn, host)
+            )
             return
         release_dir = remote.release_path(job.releases_dir, job.release_id)
 
@@ -352,14 +449,21 @@ class Runner:
             link_dest = live if live and live != release_dir else None
             await remote.prepare_release_dir(conn, job.releases_dir, job.release_id)
             assert self.artifact is not None
-            await conn.push_dir(self.artifact, release_dir, link_dest=link_dest,
-                                timeout=DEFAULT_TRANSFER_TIMEOUT,
-                                on_line=self._on_line(host.name, Stage.TRANSFER))
+            await conn.push_dir(
+                self.artifact,
+                release_dir,
+                link_dest=link_dest,
+                timeout=DEFAULT_TRANSFER_TIMEOUT,
+                on_line=self._on_line(host.name, Stage.TRANSFER),
+            )
             await asyncio.to_thread(self._record_release, host)
 
         await self._stage(host, Stage.TRANSFER, transfer)
-        await self._stage(host, Stage.PREV_RELEASE,
-                          lambda: self._hook(conn, host, Stage.PREV_RELEASE, release_dir))
+        await self._stage(
+            host,
+            Stage.PREV_RELEASE,
+            lambda: self._hook(conn, host, Stage.PREV_RELEASE, release_dir),
+        )
 
     async def _rollback_prepare(self, conn: SSHConnection, host: HostTarget) -> str:
         job = self.job
@@ -367,23 +471,34 @@ class Runner:
         release_dir = remote.release_path(job.releases_dir, job.rollback_to)
         kept = await remote.list_releases(conn, job.releases_dir, job.webroot)
         if not any(r.id == job.rollback_to for r in kept):
-            raise DeployError(f"release {job.rollback_to} is not on {host.name} (kept: "
-                              + (", ".join(r.id for r in kept[:5]) or "none") + ")",
-                              stage="prev_release")
+            raise DeployError(
+                f"release {job.rollback_to} is not on {host.name} (kept: "
+                + (", ".join(r.id for r in kept[:5]) or "none")
+                + ")",
+                stage="prev_release",
+            )
         await self._hook(conn, host, Stage.PREV_RELEASE, release_dir)
         return release_dir
 
     async def _connect(self, host: HostTarget) -> SSHConnection:
-        return await open_host(self.runtime.sessions, host,
-                               note=lambda line: self.sink.emit(host.name, Stage.CONNECT,
-                                                                "system", line))
+        return await open_host(
+            self.runtime.sessions,
+            host,
+            note=lambda line: self.sink.emit(host.name, Stage.CONNECT, "system", line),
+        )
 
     def _record_release(self, host: HostTarget) -> None:
         job = self.job
         with self.runtime.sessions() as db, db.begin():
-            db.add(HostRelease(target_id=job.target_id, server_id=host.server_id,
-                               release=job.release_id, task_id=job.task_id,
-                               commit_sha=job.commit))
+            db.add(
+                HostRelease(
+                    target_id=job.target_id,
+                    server_id=host.server_id,
+                    release=job.release_id,
+                    task_id=job.task_id,
+                    commit_sha=job.commit,
+                )
+            )
 
     # -- phase B: switch, post_release, prune ----------------------------------------------
 
@@ -396,30 +511,41 @@ class Runner:
 
         async def switch() -> None:
             previous[0] = await remote.switch_symlink(conn, job.webroot, release_dir)
-            self.sink.emit(host.name, Stage.SWITCH, "system",
-                           f"{job.webroot} -> {release_dir}"
-                           + (f" (was {previous[0]})" if previous[0] else ""))
+            self.sink.emit(
+                host.name,
+                Stage.SWITCH,
+                "system",
+                f"{job.webroot} -> {release_dir}"
+                + (f" (was {previous[0]})" if previous[0] else ""),
+            )
 
         await self._stage(host, Stage.SWITCH, switch)
-        await self._stage(host, Stage.POST_RELEASE,
-                          lambda: self._hook(conn, host, Stage.POST_RELEASE, release_dir))
+        await self._stage(
+            host,
+            Stage.POST_RELEASE,
+            lambda: self._hook(conn, host, Stage.POST_RELEASE, release_dir),
+        )
         if job.kind is TaskKind.DEPLOY:
             prev_id = posixpath.basename(previous[0]) if previous[0] else None
 
             async def prune() -> None:
-                gone = await remote.prune_releases(conn, job.releases_dir, job.keep,
-                                                   release_id, prev_id, webroot=job.webroot)
+                gone = await remote.prune_releases(
+                    conn, job.releases_dir, job.keep, release_id, prev_id, webroot=job.webroot
+                )
                 if gone:
-                    self.sink.emit(host.name, Stage.PRUNE, "system",
-                                   "removed " + ", ".join(gone))
+                    self.sink.emit(host.name, Stage.PRUNE, "system", "removed " + ", ".join(gone))
                     await asyncio.to_thread(self._record_pruned, host, gone)
 
             await self._stage(host, Stage.PRUNE, prune)
 
     def _record_pruned(self, host: HostTarget, gone: list[str]) -> None:
         with self.runtime.sessions() as db, db.begin():
-            db.execute(update(HostRelease)
-                       .where(HostRelease.target_id == self.job.target_id,
-                              HostRelease.server_id == host.server_id,
-                              HostRelease.release.in_(gone))
-                       .values(pruned_at=utcnow()))
+            db.execute(
+                update(HostRelease)
+                .where(
+                    HostRelease.target_id == self.job.target_id,
+                    HostRelease.server_id == host.server_id,
+                    HostRelease.release.in_(gone),
+                )
+                .values(pruned_at=utcnow())
+            )

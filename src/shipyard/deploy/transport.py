@@ -153,6 +153,7 @@ async def scan_host_key(address: str, port: int = 22, timeout: float = 10.0) -> 
     Raises RemoteError(stage="connect") if the host does not answer with a key.
     """
     _check_address(address, port)
+    address = address.strip("[]")
     argv = [
         "ssh-keyscan",
         "-T",
@@ -297,8 +298,10 @@ class SSHConnection:
             command=shlex.join(argv),
             timeout=timeout,
         )
-        if output.remote_pid is None and result.exit_code == 255:
-            # The login shell never started: ssh itself failed.
+        if result.exit_code == 255 and (
+            output.remote_pid is None or not await self._master_alive(directory)
+        ):
+            # ssh's own failure code: the shell never started, or the master died under it.
             raise _error(
                 f"lost the connection to {self.host} ({_last_line(result.output_tail)})",
                 self.spec,
@@ -342,7 +345,7 @@ class SSHConnection:
             "--stats",
             "-s",  # remote paths travel inside the rsync protocol, not on a shell line
             # Only paths we generated go into --rsh: rsync splits that string itself.
-            f"--rsh=ssh -F {os.path.join(directory, 'config')}",
+            f"--rsh=ssh -F {shlex.quote(os.path.join(directory, 'config'))}",
         ]
         argv += [f"--exclude={pattern}" for pattern in excludes]
         if link_dest is not None:
@@ -397,6 +400,20 @@ class SSHConnection:
         }
         body = "".join(f"  {name} {value}\n" for name, value in options.items())
         return f"Host {ALIAS}\n{body}"
+
+    async def _master_alive(self, directory: str) -> bool:
+        proc = await asyncio.create_subprocess_exec(
+            *self._ssh_argv(directory, "-O", "check", ALIAS),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            async with asyncio.timeout(KILL_TIMEOUT):
+                return await proc.wait() == 0
+        except TimeoutError:
+            await _kill(proc)
+            return False
 
     def _ssh_argv(self, directory: str, *args: str) -> list[str]:
         return ["ssh", "-F", os.path.join(directory, "config"), *args]

@@ -132,25 +132,29 @@ def _run_claimed(runtime: Runtime, locks: TargetLocks, target_id: int, task_id: 
                             args=(runtime, locks, target_id, task_id, cancelled, stop),
                             daemon=True)
     beat.start()
+    error: str | None = None
     try:
         try:
             job = load_job(runtime, task_id, utcnow())
             outcome = Runner(runtime, job, sink, cancelled).run()
         except ShipyardError as exc:
             sink.system(f"failed: {exc.message}")
-            finish(runtime, task_id, TaskState.FAILED, exc.message)
-            return
+            state, error = TaskState.FAILED, exc.message
         except Exception as exc:
             log.exception("task %s crashed", task_id)
             sink.system(f"failed: internal error: {exc}")
-            finish(runtime, task_id, TaskState.FAILED, f"internal error: {exc}")
-            return
-        if outcome.cancelled:
-            finish(runtime, task_id, TaskState.CANCELLED, "cancelled while running")
-        elif outcome.succeeded:
-            finish(runtime, task_id, TaskState.SUCCEEDED)
+            state, error = TaskState.FAILED, f"internal error: {exc}"
         else:
-            finish(runtime, task_id, TaskState.FAILED, outcome.error)
+            if outcome.cancelled:
+                state, error = TaskState.CANCELLED, "cancelled while running"
+            elif outcome.succeeded:
+                state = TaskState.SUCCEEDED
+            else:
+                state, error = TaskState.FAILED, outcome.error
+        # Every line is written before the task is final: live consoles end on the final
+        # state (SSE ``end``), and would lose a backlog still in the sink.
+        sink.close()
+        finish(runtime, task_id, state, error)
     finally:
         stop.set()
         beat.join(timeout=10)
