@@ -71,11 +71,11 @@ def worker_database(url: str, worker: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> str:
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A SQLite file migrated once per worker, copied for each test; or the external
     database (one per worker), emptied and migrated once."""
     if EXTERNAL_DB:
-        url = worker_database(EXTERNAL_DB, worker_id)
+        url = worker_database(EXTERNAL_DB, os.environ.get("PYTEST_XDIST_WORKER", "master"))
         engine = make_engine(url)
         with engine.begin() as conn:
             Base.metadata.drop_all(conn)

@@ -6,6 +6,7 @@ per test worker, so every world deploys under its own ``/srv/<base>``."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -346,19 +347,25 @@ def test_rollback_to_an_unknown_release_fails_clearly_and_a_target_can_reserve_r
     v2 = factory.deploy(world)
 
     _rollback(factory, world, "../../etc", expect=422)
-    unknown = _rollback(factory, world, "20200101T000000-999")
-    start(factory, world, unknown["id"])
-    failed = factory.wait("ops", unknown["id"], expect_state="failed")
-    assert "release 20200101T000000-999 is not on host1" in failed["error"], failed["error"]
-    assert v1["release"] in failed["error"]  # what is kept there instead
-    assert live_release(world, host) == v2["release"]
+    refused = _rollback(factory, world, "20200101T000000-999", expect=422)
+    assert refused["field"] == "release" and "not kept" in refused["message"]
 
     patch_target(factory, world, developers_can_rollback=False)
     _rollback(factory, world, v1["release"], user="dev", expect=403)
     rollback = _rollback(factory, world, v1["release"], user="lead")
+    assert rollback["release"] == v1["release"]  # the task names the release it switches to
     start(factory, world, rollback["id"], user="dev", expect=403)
     start(factory, world, rollback["id"], user="lead")
     factory.wait("ops", rollback["id"])
+    assert live_release(world, host) == v1["release"]
+
+    # A release Shipyard knows but someone deleted on the host: the run says so clearly.
+    shutil.rmtree(world.path_on(host, f"{world.releases}/{v2['release']}"))
+    gone = _rollback(factory, world, v2["release"], user="lead")
+    start(factory, world, gone["id"], user="lead")
+    failed = factory.wait("ops", gone["id"], expect_state="failed")
+    assert f"release {v2['release']} is not on host1" in failed["error"], failed["error"]
+    assert v1["release"] in failed["error"]  # what is kept there instead
     assert live_release(world, host) == v1["release"]
 
 

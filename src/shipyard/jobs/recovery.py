@@ -19,7 +19,14 @@ from sqlalchemy import select, update
 
 from shipyard.jobs.locks import TargetLocks
 from shipyard.jobs.run import STALE_AFTER
-from shipyard.models import DeployTask, LogLine, Target, TaskState
+from shipyard.models import (
+    DeployTask,
+    HostStep,
+    LogLine,
+    StepStatus,
+    Target,
+    TaskState,
+)
 from shipyard.models.types import utcnow
 from shipyard.services.events import TaskEvent, TaskEventKind, publish
 
@@ -69,6 +76,13 @@ def recover_interrupted(runtime: Runtime, *, redispatch_queued: bool = True) -> 
             if done:
                 interrupted.append(task_id)
         TargetLocks.release_all_for(db, interrupted)
+        if interrupted:
+            # Steps the dead runner never finished: neither pending nor running any more.
+            db.execute(update(HostStep)
+                       .where(HostStep.task_id.in_(interrupted),
+                              HostStep.status.in_([StepStatus.PENDING.value,
+                                                   StepStatus.RUNNING.value]))
+                       .values(status=StepStatus.INTERRUPTED.value, finished_at=now))
         for task_id in interrupted:
             seq = db.scalar(select(LogLine.seq).where(LogLine.task_id == task_id)
                             .order_by(LogLine.seq.desc()).limit(1)) or 0

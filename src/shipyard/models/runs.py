@@ -33,6 +33,7 @@ class StepStatus(enum.StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
 
 
 class HostStep(Base):

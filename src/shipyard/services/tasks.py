@@ -415,14 +415,19 @@ def submit_rollback(ctx: Context, space: Space, project_name: str, environment: 
         raise InvalidInput(f"{release!r} is not a release id like 20261122T101500-42",
                            field="release")
     known = ctx.db.scalar(select(HostRelease).where(HostRelease.target_id == target.id,
-                                                    HostRelease.release == release)
+                                                    HostRelease.release == release,
+                                                    HostRelease.pruned_at.is_(None))
                           .limit(1))
+    if known is None:
+        raise InvalidInput(f"release {release} is not kept on this target's servers; see "
+                           "the releases list", field="release")
     task = DeployTask(
         space_id=space.id, project_id=project.id, target_id=target.id,
         environment_id=target.environment_id, kind=TaskKind.ROLLBACK,
         title=(title or f"Roll back {project.name} {environment} to {release}")[:200],
-        ref=release, commit_sha=known.commit_sha if known else None,
+        ref=release, commit_sha=known.commit_sha,
         server_ids=_chosen_servers(ctx, target, servers), rollback_to=release,
+        release=release,
         state=_initial_state(target), submitted_by_id=who.user_id)
     ctx.db.add(task)
     ctx.db.flush()

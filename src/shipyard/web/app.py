@@ -14,6 +14,7 @@ from shipyard.web.pages import (
     audit,
     credentials,
     environments,
+    integrations,
     members,
     projects,
     releases,
@@ -24,7 +25,8 @@ from shipyard.web.pages import (
 STATIC = Path(__file__).parent / "static"
 PAGE_ROUTERS = [account.router, servers.router, tasks.router, releases.router,
                 admin.router, members.router, environments.router,
-                credentials.router, projects.router, audit.router]
+                credentials.router, projects.router, audit.router,
+                integrations.router]
 
 
 def install(app: FastAPI) -> None:
