@@ -9,7 +9,8 @@ from pydantic import BaseModel, create_model
 
 def partial(model: type[BaseModel]) -> type[BaseModel]:
     fields: dict[str, Any] = {
-        name: (info.annotation | None, None) for name, info in model.model_fields.items()
+        name: (info.annotation | None, None)  # type: ignore[operator]
+        for name, info in model.model_fields.items()
     }
     return create_model(f"{model.__name__}Patch", **fields)
 

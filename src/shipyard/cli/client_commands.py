@@ -267,7 +267,8 @@ def show_task(task: dict[str, Any], output: Format) -> None:
     def render(t: dict[str, Any]) -> None:
         record(t, [("task", "id"), ("title", "title"), ("state", "state"),
                    ("project", "project"), ("environment", "environment"), ("ref", "ref"),
-                   ("commit", "commit"), ("servers", lambda t: ", ".join(t["servers"]) if t["servers"] else "all"),
+                   ("commit", "commit"),
+                   ("servers", lambda t: ", ".join(t["servers"]) if t["servers"] else "all"),
                    ("submitted by", "submitted_by"), ("created", lambda t: when(t["created_at"])),
                    ("started", lambda t: when(t["started_at"])),
                    ("finished", lambda t: when(t["finished_at"])),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console
@@ -37,8 +39,11 @@ def serve(
 
     from shipyard.app import build_runtime, create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)
+    settings = Settings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
     settings.ensure_home()
     if not no_migrate:
         upgrade(settings.resolved_database_url)
@@ -99,15 +104,13 @@ def _system_principal() -> accounts.Principal:
     return accounts.Principal(user_id=0, username="cli-admin", is_super=True)
 
 
-class _fail_clearly:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, ShipyardError):
-            console.print(f"[red]error:[/] {exc.message}")
-            sys.exit(1)
-        return False
+@contextmanager
+def _fail_clearly() -> Iterator[None]:
+    try:
+        yield
+    except ShipyardError as exc:
+        console.print(f"[red]error:[/] {exc.message}")
+        sys.exit(1)
 
 
 def _safe_url(settings: Settings) -> str:

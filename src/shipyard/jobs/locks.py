@@ -10,6 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from shipyard.db.engine import changed
 from shipyard.models import DeployTask, TargetLock, TaskState
 from shipyard.models.types import utcnow
 
@@ -53,20 +54,20 @@ class TargetLocks:
             if not free:
                 return Held(task_id=lock.task_id)
             # Compare-and-set on what we read: of two claimants only one wins.
-            taken = db.execute(update(TargetLock)
+            taken = changed(db.execute(update(TargetLock)
                                .where(TargetLock.target_id == target_id,
                                       TargetLock.task_id == lock.task_id,
                                       TargetLock.lease_until == lock.lease_until)
                                .values(task_id=task_id, holder=self.holder,
-                                       lease_until=now + self.lease)).rowcount
+                                       lease_until=now + self.lease)))
             return None if taken == 1 else Held(task_id=lock.task_id)
 
     def renew(self, target_id: int, task_id: int) -> bool:
         with self.sessions() as db, db.begin():
-            return bool(db.execute(update(TargetLock)
+            return bool(changed(db.execute(update(TargetLock)
                                    .where(TargetLock.target_id == target_id,
                                           TargetLock.task_id == task_id)
-                                   .values(lease_until=utcnow() + self.lease)).rowcount)
+                                   .values(lease_until=utcnow() + self.lease))))
 
     def release(self, target_id: int, task_id: int) -> None:
         with self.sessions() as db, db.begin():

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
+from shipyard.db.engine import changed
 from shipyard.jobs.locks import TargetLocks
 from shipyard.jobs.run import STALE_AFTER
 from shipyard.models import (
@@ -66,13 +67,13 @@ def recover_interrupted(runtime: Runtime, *, redispatch_queued: bool = True) -> 
         for task_id, runner, heartbeat, version in rows:
             if not runner_is_dead(runner, heartbeat, now):
                 continue
-            done = db.execute(update(DeployTask)
+            done = changed(db.execute(update(DeployTask)
                               .where(DeployTask.id == task_id, DeployTask.version == version,
                                      DeployTask.state == TaskState.RUNNING)
                               .values(state=TaskState.INTERRUPTED, finished_at=now,
                                       error="the runner stopped while this task was running; "
                                             "retry it to finish the remaining hosts",
-                                      version=version + 1, updated_at=now)).rowcount
+                                      version=version + 1, updated_at=now)))
             if done:
                 interrupted.append(task_id)
         TargetLocks.release_all_for(db, interrupted)

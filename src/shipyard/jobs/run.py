@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
 
+from shipyard.db.engine import changed
 from shipyard.deploy.logsink import LogSink
 from shipyard.jobs.locks import TargetLocks
 from shipyard.models import DeployTask, TaskKind, TaskState
@@ -97,18 +98,18 @@ def claim(runtime: Runtime, task_id: int, holder: str) -> bool:
                                     release=func.coalesce(DeployTask.release,
                                                           make_release_id(task_id, now)),
                                     version=DeployTask.version + 1, updated_at=now))
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return changed(result) == 1
 
 
 def finish(runtime: Runtime, task_id: int, state: TaskState, error: str | None = None) -> bool:
     """running -> a final state (compare-and-set), then announce it."""
     with runtime.sessions() as db, db.begin():
-        done = db.execute(update(DeployTask)
-                          .where(DeployTask.id == task_id,
-                                 DeployTask.state == TaskState.RUNNING)
-                          .values(state=state, error=error, finished_at=utcnow(),
-                                  version=DeployTask.version + 1, updated_at=utcnow())
-                          ).rowcount == 1  # type: ignore[attr-defined]
+        done = changed(db.execute(update(DeployTask)
+                                  .where(DeployTask.id == task_id,
+                                         DeployTask.state == TaskState.RUNNING)
+                                  .values(state=state, error=error, finished_at=utcnow(),
+                                          version=DeployTask.version + 1,
+                                          updated_at=utcnow()))) == 1
         kind = db.scalar(select(DeployTask.kind).where(DeployTask.id == task_id))
     if done:
         publish(runtime, TaskEvent(_event_kind(state, kind), task_id, reason=error))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ def snapshot(obj: Any, fields: Iterable[str]) -> dict[str, Any]:
             value = MASK if value else None
         elif isinstance(value, datetime):
             value = value.isoformat()
-        elif hasattr(value, "value"):  # enums
+        elif isinstance(value, enum.Enum):
             value = getattr(value, "label", value.value)
         out[name] = value
     return out

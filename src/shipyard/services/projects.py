@@ -129,6 +129,6 @@ def spec_of(project: Project) -> ProjectSpec:
         name=project.name, repo=project.repo_url, default_branch=project.default_branch,
         description=project.description,
         credential=project.credential.name if project.credential else None,
-        hooks=BuildHooks.model_construct(**(project.hooks or {})),
+        hooks=BuildHooks.model_validate(project.hooks or {}),
         excludes=list(project.excludes or []), includes=list(project.includes or []),
         variables=dict(project.variables or {}))

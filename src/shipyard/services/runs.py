@@ -39,7 +39,7 @@ def failed_or_unfinished_hosts(ctx: Context, task_id: int) -> set[int]:
                           .where(HostStep.task_id == task_id, HostStep.server_id.is_not(None)))
     bad: set[int] = set()
     for server_id, status in rows:
-        if status != "succeeded":
+        if server_id is not None and status != "succeeded":
             bad.add(server_id)
     return bad
 

@@ -201,8 +201,8 @@ def spec_of(target: Target) -> TargetSpec:
         environment=target.environment.name, servers=[s.name for s in target.servers],
         labels=list(target.server_labels or []), webroot=target.webroot,
         releases=target.releases_dir, keep=target.keep,
-        hooks=ReleaseHooks.model_construct(**(target.hooks or {})),
-        strategy=Strategy.model_construct(**(target.strategy or {})),
+        hooks=ReleaseHooks.model_validate(target.hooks or {}),
+        strategy=Strategy.model_validate(target.strategy or {}),
         approval=ApprovalPolicy.model_construct(required=target.approvals_required,
                                                 allow_self_approval=target.allow_self_approval),
         developers_can_rollback=target.developers_can_rollback, zone=target.zone or "")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func, select, update
 
 from shipyard.auth import rbac
+from shipyard.db.engine import changed
 from shipyard.errors import InvalidInput, PermissionDenied, StateConflict
 from shipyard.models import (
     Approval,
@@ -342,7 +343,7 @@ def _cas(ctx: Context, task: DeployTask, from_states: Iterable[TaskState],
                DeployTask.version == task.version)
         .values(version=task.version + 1, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if changed(result) != 1:
         ctx.db.refresh(task)
         raise StateConflict(f"task {task.id} changed meanwhile (now {task.state.value}); "
                             "reload and try again")

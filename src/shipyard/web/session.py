@@ -7,10 +7,10 @@ which buttons to show."""
 from __future__ import annotations
 
 import secrets
-from urllib.parse import quote, unquote
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from urllib.parse import quote, unquote
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
