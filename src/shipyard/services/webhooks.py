@@ -30,7 +30,7 @@ from shipyard.models.types import utcnow
 from shipyard.services import audit
 from shipyard.services.context import Context
 from shipyard.services.pagination import Page, keyset
-from shipyard.services.types import Name
+from shipyard.services.types import Name, as_value_error
 
 # Where api/integrations.py mounts the receiver (under the /api/v1 prefix).
 HOOK_PATH = "/api/v1/hooks"
@@ -58,7 +58,9 @@ class RuleSpec(BaseModel):
     @field_validator("pattern")
     @classmethod
     def _pattern(cls, value: str) -> str:
-        return check_pattern(value)
+        # As a ValueError, so the error names the rule (rules.<i>.pattern) and the other
+        # fields' errors are reported too.
+        return as_value_error(lambda: check_pattern(value))
 
 
 class RulesSpec(BaseModel):

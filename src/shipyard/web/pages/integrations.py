@@ -26,7 +26,7 @@ from shipyard.services.notifications import (
     ChannelView,
     TargetChannels,
 )
-from shipyard.services.webhooks import RuleSpec, RulesSpec, RuleView, WebhookUpdate
+from shipyard.services.webhooks import RulesSpec, RuleView, WebhookUpdate
 from shipyard.web import forms
 from shipyard.web.session import Form, Page, PageCall
 
@@ -109,7 +109,7 @@ def webhook_rotate(space: str, project: str, page: Page) -> Response:
 
 def _rule_rows(form: FormData) -> list[dict[str, Any]]:
     """The editor's rows in the order shown (their inputs are named ``rule-<i>-<field>``)."""
-    indexes = sorted({int(m.group(1)) for key in form.keys() if (m := _RULE_ROW.match(key))})
+    indexes = sorted({int(m.group(1)) for key in form if (m := _RULE_ROW.match(key))})
     return [{**{f: forms.text(form, f"rule-{i}-{f}") for f in RULE_TEXT},
              "enabled": forms.checked(form, f"rule-{i}-enabled")}
             for i in indexes[:webhooks.MAX_RULES + 1]]
@@ -169,18 +169,10 @@ def webhook_rules(space: str, project: str, page: Page, form: Form) -> Response:
     if op != "save":
         environments = [t.environment.name for t in targets.list_targets(page.ctx, found)]
         return _webhook_page(page, rows=_edit_rows(rows, op, environments), edited=True)
-    specs: list[RuleSpec] = []
-    row_errors: dict[int, dict[str, str]] = {}
-    for i, row in enumerate(rows):
-        try:
-            specs.append(forms.parse(RuleSpec, row))
-        except FORM_ERRORS as exc:
-            row_errors[i] = forms.FormErrors.of(exc)
-    if row_errors:
-        return _webhook_page(page, rows=rows, row_errors=row_errors, edited=True, status=422)
     try:
         with page.ctx.db.begin_nested():
-            webhooks.replace_rules(page.ctx, page.in_space, found, RulesSpec(rules=specs))
+            webhooks.replace_rules(page.ctx, page.in_space, found,
+                                   forms.parse(RulesSpec, {"rules": rows}))
     except FORM_ERRORS as exc:
         row_errors, whole = _rule_errors(exc)
         return _webhook_page(page, rows=rows, row_errors=row_errors, rule_errors=whole,
