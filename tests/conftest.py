@@ -88,15 +88,31 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
+def empty_tables(url: str) -> None:
+    """Empty every table between tests: TRUNCATE (fast however many rows a test made,
+    e.g. 100,000 tasks), with foreign keys handled per backend."""
+    engine = make_engine(url)
+    names = [t.name for t in Base.metadata.sorted_tables]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in names)
+                              + " RESTART IDENTITY CASCADE"))
+        elif engine.dialect.name == "mysql":
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+            for name in names:
+                conn.execute(text(f"TRUNCATE TABLE `{name}`"))
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+    engine.dispose()
+
+
 @pytest.fixture
 def database_url(migrated_template: str, tmp_path: Path) -> Iterator[str]:
     if EXTERNAL_DB:
         yield migrated_template
-        engine = make_engine(migrated_template)
-        with engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
-                conn.execute(table.delete())
-        engine.dispose()
+        empty_tables(migrated_template)
         return
     path = tmp_path / "shipyard.db"
     shutil.copy(migrated_template, path)

@@ -62,8 +62,10 @@ class DeployTask(Timestamps, Base):
     # None: every server of the target; else the chosen subset (server ids).
     server_ids: Mapped[list[int] | None] = mapped_column(JSONValue)
     rollback_to: Mapped[str | None] = mapped_column(String(64))
+    # Foreign keys referring to tasks are indexed: PostgreSQL does not do it by itself,
+    # and deleting many tasks would scan the table once per deleted row.
     parent_task_id: Mapped[int | None] = mapped_column(
-        ForeignKey("deploy_tasks.id", ondelete="SET NULL"))
+        ForeignKey("deploy_tasks.id", ondelete="SET NULL"), index=True)
     state: Mapped[TaskState] = mapped_column(Enum(TaskState, native_enum=False, length=24,
                                                    values_callable=_values))
     submitted_by_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
@@ -74,7 +76,8 @@ class DeployTask(Timestamps, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id",
-                                                                 ondelete="SET NULL"))
+                                                                 ondelete="SET NULL"),
+                                                      index=True)
     # The runner renews this while it works; a stale heartbeat means the runner died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     runner: Mapped[str | None] = mapped_column(String(128))
@@ -88,7 +91,7 @@ class Approval(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("deploy_tasks.id", ondelete="CASCADE"))
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     decision: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

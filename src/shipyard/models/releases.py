@@ -24,7 +24,7 @@ class HostRelease(Base):
                                            index=True)
     release: Mapped[str] = mapped_column(String(64))
     task_id: Mapped[int | None] = mapped_column(ForeignKey("deploy_tasks.id",
-                                                           ondelete="SET NULL"))
+                                                           ondelete="SET NULL"), index=True)
     commit_sha: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -38,6 +38,7 @@ class TargetLock(Base):
 
     target_id: Mapped[int] = mapped_column(ForeignKey("targets.id", ondelete="CASCADE"),
                                            primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("deploy_tasks.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("deploy_tasks.id", ondelete="CASCADE"),
+                                         index=True)
     holder: Mapped[str] = mapped_column(String(128))
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime)

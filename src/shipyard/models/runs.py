@@ -45,7 +45,7 @@ class HostStep(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("deploy_tasks.id", ondelete="CASCADE"))
     server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id",
-                                                             ondelete="SET NULL"))
+                                                             ondelete="SET NULL"), index=True)
     host: Mapped[str] = mapped_column(String(64))
     stage: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default=StepStatus.PENDING.value)
