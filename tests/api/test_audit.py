@@ -354,3 +354,19 @@ def test_the_audit_log_is_paginated_newest_first(world: World, factory: Factory)
     for limit in (0, 201):
         assert factory.api("owner", "GET", AUDIT, params={"limit": limit},
                            expect=422)["field"] == "limit"
+
+
+def test_events_outside_any_space_are_readable_by_super_only(factory, client):
+    from tests.factories import PASSWORD
+
+    factory.user("root", is_super=True)
+    factory.space("acme", {"boss": "owner"})
+    client.post("/api/v1/auth/login", json={"username": "boss", "password": "wrong-one"})
+    client.post("/api/v1/auth/login", json={"username": "boss", "password": PASSWORD})
+    factory.api("boss", "GET", "/audit", expect=403)
+    page = factory.api("root", "GET", "/audit", params={"actor": "boss"})
+    actions = [e["action"] for e in page["items"]]
+    assert "auth.login" in actions
+    failed = factory.api("root", "GET", "/audit", params={"action": "auth.login_failed"})
+    assert [e["object_id"] for e in failed["items"]] == ["boss"]
+    assert all(e["address"] for e in failed["items"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from shipyard.api.deps import guard
-from shipyard.api.schemas import MemberOut, PageOut, SpaceOut, UserOut
-from shipyard.services import spaces, users
+from shipyard.api.schemas import AuditOut, MemberOut, PageOut, SpaceOut, UserOut
+from shipyard.services import audit, spaces, users
 from shipyard.services.spaces import MemberSpec, SpaceSpec, SpaceUpdate
 from shipyard.services.users import UserSpec, UserUpdate
 
@@ -85,3 +85,15 @@ def set_member(space: str, username: str, body: MemberSpec,
 def remove_member(space: str, username: str, call: guard("member.manage")) -> Response:
     spaces.remove_member(call.ctx, call.in_space, username)
     return Response(status_code=204)
+
+
+@router.get("/audit", response_model=PageOut[AuditOut], tags=["audit"])
+def list_global_audit(call: guard("audit.global"), action: str | None = None,
+                      actor: str | None = None, object_type: str | None = None,
+                      cursor: int | None = None,
+                      limit: int = Query(50, ge=1, le=200)) -> PageOut:
+    """Events that belong to no space: logins (and failed ones), users, tokens, spaces
+    created or deleted. SUPER only; each space's own log is /spaces/{space}/audit."""
+    page = audit.list_events(call.ctx, None, action=action, actor=actor,
+                             object_type=object_type, cursor=cursor, limit=limit)
+    return PageOut(items=[AuditOut.of(e) for e in page.items], next_cursor=page.next_cursor)

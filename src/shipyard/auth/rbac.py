@@ -36,6 +36,7 @@ PERMISSIONS: dict[str, Rule] = {
     "space.create": Rule(Scope.GLOBAL),
     "space.delete": Rule(Scope.GLOBAL),
     "user.manage": Rule(Scope.GLOBAL),
+    "audit.global": Rule(Scope.GLOBAL),  # events outside any space: logins, users, spaces
     "space.read": Rule(Scope.SPACE, R),
     "space.update": Rule(Scope.SPACE, OW),
     "member.read": Rule(Scope.SPACE, R),

@@ -366,9 +366,10 @@ def audit(space: Space,
           limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
           cursor: Annotated[int | None, typer.Option(help="from a previous page")] = None,
           output: OutputOption = Format.table) -> None:
-    """Read a space's audit log, newest first (OWNER)."""
-    page = client.connect().get(path("/spaces/{}/audit", space), action=action, actor=actor,
-                                limit=limit, cursor=cursor)
+    """Read a space's audit log, newest first (OWNER); SPACE '*' reads the events that
+    belong to no space: logins, users, tokens, spaces (SUPER)."""
+    route = "/audit" if space == "*" else path("/spaces/{}/audit", space)
+    page = client.connect().get(route, action=action, actor=actor, limit=limit, cursor=cursor)
 
     def render(page: dict[str, Any]) -> None:
         table(page["items"], [

@@ -57,11 +57,17 @@ def record(ctx: Context, action: str, object_type: str, object_id: object, *,
     return event
 
 
-def list_events(ctx: Context, space: Space, *, action: str | None = None,
+def list_events(ctx: Context, space: Space | None, *, action: str | None = None,
                 actor: str | None = None, object_type: str | None = None,
                 cursor: int | None = None, limit: int = 50) -> Page[AuditEvent]:
-    rbac.require(ctx.principal, "audit.read", space.id)
-    query = select(AuditEvent).where(AuditEvent.space_id == space.id)
+    """A space's events (OWNER+), or with no space the events that belong to none:
+    logins, users, tokens, spaces created or deleted (SUPER)."""
+    if space is None:
+        rbac.require(ctx.principal, "audit.global")
+        query = select(AuditEvent).where(AuditEvent.space_id.is_(None))
+    else:
+        rbac.require(ctx.principal, "audit.read", space.id)
+        query = select(AuditEvent).where(AuditEvent.space_id == space.id)
     if action:
         query = query.where(AuditEvent.action.startswith(action))
     if actor:
