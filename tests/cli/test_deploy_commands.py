@@ -47,3 +47,28 @@ def test_deploy_wait_exits_non_zero_and_shows_the_failing_host(factory, client, 
                  expect=1)
     assert "prev_release" in result.stderr and "broken" in result.stderr
     assert "failed" in result.stderr
+
+
+def test_branches_tags_and_commits_use_the_projects_default_branch(factory, client,
+                                                                   monkeypatch, tmp_path):
+    from tests.factories import git
+
+    cli = connected_cli(factory, client, monkeypatch, tmp_path)
+    factory.space("acme", {"lead": "master", "viewer": "reporter"})
+    repo = factory.repo("trunkrepo", branch="trunk")
+    commit(repo, {"a.txt": "a"}, message="add a")
+    git(repo, "tag", "v1.0")
+    git(repo, "checkout", "-q", "-b", "feature")
+    commit(repo, {"b.txt": "b"}, message="feature work")
+    factory.api("lead", "POST", "/spaces/acme/projects", expect=201,
+                json={"name": "app", "repo": str(repo), "default_branch": "trunk"})
+    names = {b["name"] for b in cli.json("branches", "acme/app", user="viewer")}
+    assert names == {"trunk", "feature"}
+    assert [t["name"] for t in cli.json("tags", "acme/app", user="viewer")] == ["v1.0"]
+    default = cli.json("commits", "acme/app", user="viewer")
+    assert [c["message"] for c in default] == ["add a", "first commit"]  # trunk, not master
+    feature = cli.json("commits", "acme/app", "--ref", "feature", "--limit", "1",
+                       user="viewer")
+    assert [c["message"] for c in feature] == ["feature work"]
+    table = cli("commits", "acme/app", user="viewer").stdout
+    assert "add a" in table and default[0]["short_sha"] in table

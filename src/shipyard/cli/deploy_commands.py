@@ -286,7 +286,44 @@ def _follow_up(task: str, which: str, wait: bool, timeout: float, output: Format
                       output=output)
 
 
+@reporting_errors
+def branches(project: ProjectPath, output: OutputOption = Format.table) -> None:
+    """Branches of the project's repository (fetched now), newest first."""
+    _refs(project, "branches", output)
+
+
+@reporting_errors
+def tags(project: ProjectPath, output: OutputOption = Format.table) -> None:
+    """Tags of the project's repository (fetched now), newest first."""
+    _refs(project, "tags", output)
+
+
+def _refs(project: str, kind: str, output: Format) -> None:
+    space, name = project_of(project)
+    refs = client.connect().get(path("/spaces/{}/projects/{}/" + kind, space, name))
+    show(refs, output, lambda items: table(items, [
+        ("name", lambda r: r["name"]), ("commit", lambda r: r["sha"][:10]),
+        ("date", lambda r: when(r["date"]))]))
+
+
+@reporting_errors
+def commits(project: ProjectPath,
+            ref: Annotated[str | None, typer.Option(
+                help="branch, tag or commit (default: the project's default branch)")] = None,
+            limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+            output: OutputOption = Format.table) -> None:
+    """Recent commits of a ref: short SHA, author, date, message."""
+    space, name = project_of(project)
+    params: dict[str, Any] = {"limit": limit}
+    if ref:
+        params["ref"] = ref
+    found = client.connect().get(path("/spaces/{}/projects/{}/commits", space, name), **params)
+    show(found, output, lambda items: table(items, [
+        ("commit", lambda c: c["short_sha"]), ("author", lambda c: c["author"]),
+        ("date", lambda c: when(c["date"])), ("message", lambda c: c["message"])]))
+
+
 def register(app: typer.Typer) -> None:
-    for command in (deploy, rollback, releases, check, logs, retry):
+    for command in (deploy, rollback, releases, check, logs, retry, branches, tags, commits):
         app.command(rich_help_panel="Deploy")(command)
     app.command("continue", rich_help_panel="Deploy")(continue_)
