@@ -43,13 +43,19 @@
       .catch(fail);
   }
 
+  var latestRequest = 0;
+
   function loadCommits(ref) {
     say(msg("loading"));
     list.replaceChildren();
     var query = "?limit=20&fetch=false&ref=" + encodeURIComponent(ref);
+    var request = ++latestRequest;
     return window.shipyard.api(api + "/commits" + query).then(function (commits) {
+      // Two loads can overlap (page load, then a branch picked): only the latest one
+      // draws, and it replaces the list rather than adding to it.
+      if (request !== latestRequest) { return; }
       say(commits.length ? "" : msg("empty"));
-      commits.forEach(function (c, i) { list.appendChild(commitRow(c, i, ref)); });
+      list.replaceChildren.apply(list, commits.map(function (c, i) { return commitRow(c, i, ref); }));
       markChosen();
     }).catch(fail);
   }
