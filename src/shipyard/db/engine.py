@@ -27,6 +27,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
+    if url.startswith("mysql"):
+        # MySQL/MariaDB default to REPEATABLE READ: a request would not see what another
+        # connection committed meanwhile (a host key just recorded, a task just started).
+        # Shipyard relies on READ COMMITTED, as on PostgreSQL; its compare-and-set updates
+        # are safe under either.
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
